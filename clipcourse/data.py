@@ -1,0 +1,306 @@
+"""ShapesWorld: procedural images of coloured shapes with captions (lesson 02).
+
+Everything here is seeded and vectorised: a scene is a small integer tensor of attributes, and
+`render` turns a whole batch of scenes into pixels at once with tensor maths (no Python loop per
+image), so tens of thousands of 32x32 images take well under a second on one core.
+
+A scene holds up to two objects. Each object has a colour, a shape, a size and a position. With two
+objects, the first sits in the left half and the second in the right half, so captions can say
+"a red circle left of a blue square" (the binding lesson builds on that).
+
+The zero-shot split holds out whole colour x shape combinations: no training image contains a
+"green triangle", yet every colour and every shape is seen in training. A model that scores well on
+held-out combinations has learned to compose "green" and "triangle", not memorised pairs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 240),
+    "yellow": (240, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 20),
+    "white": (245, 245, 245),
+    "cyan": (40, 220, 230),
+}
+SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "diamond", "cross", "ring")
+SIZES: tuple[str, ...] = ("small", "large")
+POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "centre")
+WHERE: dict[str, str] = {"left": "on the left", "right": "on the right", "top": "at the top",
+                         "bottom": "at the bottom", "centre": "in the centre"}
+
+COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+NUM_COMBOS = len(COLORS) * len(SHAPES)  # 48 colour x shape classes
+
+# Attribute columns of a scene tensor (N, 2, 5): one row per object slot.
+COLOR, SHAPE, SIZE, POS, PRESENT = range(5)
+
+SINGLE_TEMPLATES: tuple[str, ...] = (
+    "a {color} {shape}",
+    "a {size} {color} {shape}",
+    "a picture of a {color} {shape}",
+    "a {color} {shape} {where}",
+    "there is a {size} {color} {shape}",
+    "a {size} {color} {shape} {where}",
+)
+PAIR_TEMPLATES: tuple[str, ...] = (
+    "a {color} {shape} and a {color2} {shape2}",
+    "a {color} {shape} left of a {color2} {shape2}",
+    "a {color2} {shape2} right of a {color} {shape}",
+    "a {size} {color} {shape} and a {size2} {color2} {shape2}",
+)
+PROMPT_TEMPLATE = "a {color} {shape}"  # the zero-shot class prompt (lesson 08)
+
+
+def combo_index(color: int | torch.Tensor, shape: int | torch.Tensor):
+    """The class id of a colour x shape combination (0 .. 47)."""
+    return color * len(SHAPES) + shape
+
+
+def combo_name(index: int) -> str:
+    """'red circle' for a combination id."""
+    return f"{COLOR_NAMES[index // len(SHAPES)]} {SHAPES[index % len(SHAPES)]}"
+
+
+def class_prompts(template: str = PROMPT_TEMPLATE) -> list[str]:
+    """One caption per colour x shape class, in class-id order (lesson 08)."""
+    return [template.format(color=COLOR_NAMES[i // len(SHAPES)], shape=SHAPES[i % len(SHAPES)])
+            for i in range(NUM_COMBOS)]
+
+
+def heldout_combos() -> list[int]:
+    """The colour x shape ids held out of training: one shape per colour, each shape held out at
+    least once, so every colour and every shape is still seen in training (a Latin-square pick)."""
+    # colour c loses shape (c * 5 + 1) mod 6: 8 combinations, every shape at least once.
+    return sorted(combo_index(c, (c * 5 + 1) % len(SHAPES)) for c in range(len(COLORS)))
+
+
+def _allowed_combos(split: str) -> torch.Tensor:
+    held = set(heldout_combos())
+    if split == "train":
+        ids = [i for i in range(NUM_COMBOS) if i not in held]
+    elif split == "heldout":
+        ids = sorted(held)
+    elif split == "all":
+        ids = list(range(NUM_COMBOS))
+    else:
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    return torch.tensor(ids)
+
+
+def sample_scenes(n: int, *, split: str = "train", two_object_prob: float = 0.3,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw n random scenes as an int tensor (n, 2, 5) of [colour, shape, size, pos, present]."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not 0.0 <= two_object_prob <= 1.0:
+        raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
+    g = generator
+    combos = _allowed_combos(split)
+    pick = combos[torch.randint(len(combos), (n, 2), generator=g)]  # (n, 2) class ids
+    scenes = torch.zeros(n, 2, 5, dtype=torch.long)
+    scenes[..., COLOR] = pick // len(SHAPES)
+    scenes[..., SHAPE] = pick % len(SHAPES)
+    scenes[..., SIZE] = torch.randint(len(SIZES), (n, 2), generator=g)
+    two = torch.rand(n, generator=g) < two_object_prob  # (n,)
+    scenes[:, 0, PRESENT] = 1
+    scenes[:, 1, PRESENT] = two.long()
+    # One object: anywhere. Two objects: slot 0 on the left, slot 1 on the right.
+    scenes[:, 0, POS] = torch.where(two, 0, torch.randint(len(POSITIONS), (n,), generator=g))
+    scenes[:, 1, POS] = torch.where(two, 1, 0)
+    return scenes
+
+
+def _square(u, v): return (u.abs() <= 0.85) & (v.abs() <= 0.85)
+def _circle(u, v): return u * u + v * v <= 1.0
+def _triangle(u, v): return (v.abs() <= 0.9) & (u.abs() <= (v + 0.9) * 0.55)    # apex up
+def _diamond(u, v): return u.abs() + v.abs() <= 1.0
+def _cross(u, v):
+    au, av = u.abs(), v.abs()
+    return ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0))
+def _ring(u, v):
+    r2 = u * u + v * v
+    return (r2 <= 1.0) & (r2 >= 0.36)
+
+
+# Each shape as a test on unit coordinates u, v (the object's centre at 0, its radius at 1).
+_SHAPE_MASKS = (_square, _circle, _triangle, _diamond, _cross, _ring)  # in the order of SHAPES
+
+
+def render(scenes: torch.Tensor, resolution: int = 32, *, jitter: float = 0.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Render scenes (N, 2, 5) to uint8 images (N, 3, resolution, resolution), all at once."""
+    if scenes.ndim != 3 or scenes.shape[1:] != (2, 5):
+        raise ValueError(f"scenes must have shape (N, 2, 5), got {tuple(scenes.shape)}")
+    if resolution < 16:
+        raise ValueError(f"resolution must be at least 16 pixels, got {resolution}")
+    n, g, res = scenes.shape[0], generator, resolution
+    radius = torch.tensor([0.15, 0.27])[scenes[..., SIZE]] * res               # (N, 2) in pixels
+    # Centre of each object: a named region plus a little random offset.
+    anchors = torch.tensor([[0.27, 0.5], [0.73, 0.5], [0.5, 0.27], [0.5, 0.73], [0.5, 0.5]])
+    centre = anchors[scenes[..., POS]] * res                                    # (N, 2, 2) as (x, y)
+    wiggle = (torch.rand(n, 2, 2, generator=g) - 0.5) * (0.12 * res)
+    centre = (centre + wiggle).clamp(radius[..., None], res - radius[..., None])
+    coords = torch.arange(res, dtype=torch.float32) + 0.5
+    x = coords.view(1, 1, 1, res)
+    y = coords.view(1, 1, res, 1)
+    u = (x - centre[..., 0, None, None]) / radius[..., None, None]              # (N, 2, H, W)
+    v = (y - centre[..., 1, None, None]) / radius[..., None, None]              # (N, 2, H, W)
+    present = scenes[..., PRESENT].bool()                                      # (N, 2)
+    mask = torch.zeros(n, 2, res, res, dtype=torch.bool)                       # (N, 2, H, W)
+    for s, shape_mask in enumerate(_SHAPE_MASKS):  # each object is drawn only as its own shape
+        sel = present & (scenes[..., SHAPE] == s)                              # (N, 2)
+        if sel.any():
+            mask[sel] = shape_mask(u[sel], v[sel])
+    palette = torch.tensor(list(COLORS.values()), dtype=torch.float32)         # (C, 3)
+    rgb = palette[scenes[..., COLOR]]                                          # (N, 2, 3)
+    if jitter > 0:
+        rgb = rgb + torch.randn(n, 2, 3, generator=g) * (255 * jitter)
+    rgb = rgb.round().clamp(0, 255).to(torch.uint8)
+    img = torch.full((n, 3, res, res), 20, dtype=torch.uint8)                  # dark background
+    for slot in range(2):  # slot 1 is painted over slot 0 where they touch
+        m = mask[:, slot, None]                                                # (N, 1, H, W)
+        img = torch.where(m, rgb[:, slot, :, None, None], img)
+    return img
+
+
+def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
+             template: int | None = None) -> list[str]:
+    """One caption per scene, from a template drawn at random (or the given template index)."""
+    out = []
+    picks = torch.randint(1 << 30, (len(scenes),), generator=generator).tolist()
+    for scene, pick in zip(scenes.tolist(), picks):
+        (c, s, z, p, _), (c2, s2, z2, _, present2) = scene
+        words = dict(color=COLOR_NAMES[c], shape=SHAPES[s], size=SIZES[z], where=WHERE[POSITIONS[p]],
+                     color2=COLOR_NAMES[c2], shape2=SHAPES[s2], size2=SIZES[z2])
+        templates = PAIR_TEMPLATES if present2 else SINGLE_TEMPLATES
+        t = templates[(pick if template is None else template) % len(templates)]
+        out.append(t.format(**words))
+    return out
+
+
+def hard_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The same scenes with one attribute of the first object swapped (colour or shape)."""
+    g = generator
+    neg = scenes.clone()
+    n = len(scenes)
+    which = torch.randint(2, (n,), generator=g)                                   # 0: colour, 1: shape
+    new_color = (scenes[:, 0, COLOR] + torch.randint(1, len(COLORS), (n,), generator=g)) % len(COLORS)
+    new_shape = (scenes[:, 0, SHAPE] + torch.randint(1, len(SHAPES), (n,), generator=g)) % len(SHAPES)
+    neg[:, 0, COLOR] = torch.where(which == 0, new_color, scenes[:, 0, COLOR])
+    neg[:, 0, SHAPE] = torch.where(which == 1, new_shape, scenes[:, 0, SHAPE])
+    return neg
+
+
+def hard_negative_captions(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
+                           template: int = 0) -> list[str]:
+    """Captions that are wrong in exactly one attribute: 'a red circle' -> 'a blue circle'."""
+    return describe(hard_negative(scenes, generator=generator), template=template)
+
+
+@dataclass
+class ShapesWorld:
+    """A generated dataset: uint8 images (N, 3, H, W), their captions and scene attributes."""
+
+    images: torch.Tensor
+    captions: list[str]
+    scenes: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        return self.images[i], self.captions[i]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The colour x shape class id of the first object of each scene: (N,)."""
+        return combo_index(self.scenes[:, 0, COLOR], self.scenes[:, 0, SHAPE])
+
+    @classmethod
+    def generate(cls, n: int, *, split: str = "train", seed: int = 0, resolution: int = 32,
+                 two_object_prob: float = 0.3, jitter: float = 0.03) -> "ShapesWorld":
+        """Make n seeded image-caption pairs from one split ('train', 'heldout' or 'all')."""
+        g = torch.Generator().manual_seed(seed)
+        scenes = sample_scenes(n, split=split, two_object_prob=two_object_prob, generator=g)
+        images = render(scenes, resolution, jitter=jitter, generator=g)
+        return cls(images, describe(scenes, generator=g), scenes)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) to floats centred on 0, the encoders' input."""
+    return images.float().div(127.5).sub(1.0)
+
+
+# --- The Flickr30k caption format: the bring-your-own-data path (lesson 02) -------------------
+
+def write_caption_dataset(dataset: ShapesWorld, root: str | os.PathLike,
+                          captions_per_image: int = 1, ann_file: str = "captions.txt") -> str:
+    """Write images as PNG files and a Flickr30k-style `image.png#N<TAB>caption` file; return its path.
+
+    torchvision.datasets.Flickr30k(root, ann_file) reads what this writes. With
+    captions_per_image > 1 the extra captions come from the other templates of the same scene.
+    """
+    from PIL import Image
+
+    if not 1 <= captions_per_image <= 10:  # Flickr30k's '#N' is a single digit
+        raise ValueError(f"captions_per_image must be in 1..10, got {captions_per_image}")
+    os.makedirs(root, exist_ok=True)
+    lines = []
+    for i in range(len(dataset)):
+        name = f"shape_{i:05d}.png"
+        Image.fromarray(dataset.images[i].permute(1, 2, 0).numpy()).save(os.path.join(root, name))
+        captions = [dataset.captions[i]]
+        for t in range(captions_per_image * 2):
+            if len(captions) == captions_per_image:
+                break
+            extra = describe(dataset.scenes[i:i + 1], template=t)[0]
+            if extra not in captions:
+                captions.append(extra)
+        lines += [f"{name}#{k}\t{c}" for k, c in enumerate(captions)]
+    path = os.path.join(root, ann_file)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def read_caption_file(ann_file: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a Flickr30k-style caption file into {image file name: [captions in order]}."""
+    out: dict[str, list[str]] = {}
+    with open(ann_file, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            key, sep, caption = line.rstrip("\n").partition("\t")
+            name, hash_, number = key.rpartition("#")
+            if not sep or not hash_ or not number.isdigit():
+                raise ValueError(f"{ann_file}:{lineno}: expected 'image#N<TAB>caption', got {line!r}")
+            out.setdefault(name, []).append(caption.strip())
+    return out
+
+
+def load_caption_dataset(root: str | os.PathLike, ann_file: str = "captions.txt",
+                         resolution: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """Load images and captions (first caption per image) written in the Flickr30k format.
+
+    This is how to bring your own Flickr8k/Flickr30k-style data: resize to the model's resolution
+    and tokenise the captions with a tokenizer built from them.
+    """
+    from PIL import Image
+
+    captions = read_caption_file(os.path.join(root, ann_file))
+    names = sorted(captions)
+    images = []
+    for name in names:
+        with Image.open(os.path.join(root, name)) as im:
+            im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+            images.append(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+                          .view(resolution, resolution, 3).permute(2, 0, 1))
+    return torch.stack(images), [captions[n][0] for n in names]

@@ -1,0 +1,101 @@
+"""Measuring what a CLIP learned: zero-shot accuracy, retrieval recall@k, alignment and uniformity
+(lessons 06-08).
+
+Zero-shot classification turns each class into a caption ("a green triangle"), embeds the captions
+once, and labels each image with the class whose caption is most similar. On the held-out split no
+such image was ever seen in training, so the score measures composition, not memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import to_float
+
+
+@torch.no_grad()
+def embed_images(model, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised features (N, D) of uint8 images (N, 3, H, W), in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model.encode_image(to_float(images[i:i + batch_size].to(device)))
+           for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_texts(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised features (N, D) of token ids (N, L), in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model.encode_text(tokens[i:i + batch_size].to(device)) for i in range(0, len(tokens), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
+                         templates: Sequence[str] = ("a {}",)) -> torch.Tensor:
+    """Class embeddings (C, D): each class's prompts embedded, averaged, re-normalised (CLIP's
+    prompt ensembling). Templates hold one '{}' for the class name."""
+    weights = []
+    for name in classnames:
+        features = embed_texts(model, tokenizer([t.format(name) for t in templates]))  # (T, D)
+        weights.append(F.normalize(features.mean(0), dim=-1))
+    return torch.stack(weights)                                                          # (C, D)
+
+
+def zero_shot_predict(image_features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """The most similar class for each image: (N,)."""
+    return (image_features @ class_embeddings.T).argmax(dim=1)
+
+
+def zero_shot_accuracy(image_features: torch.Tensor, class_embeddings: torch.Tensor,
+                       labels: torch.Tensor) -> float:
+    """Fraction of images whose most similar class prompt is their label."""
+    if len(image_features) != len(labels):
+        raise ValueError(f"image_features ({len(image_features)}) and labels ({len(labels)}) differ in length")
+    pred = zero_shot_predict(image_features, class_embeddings)
+    return (pred.cpu() == labels.cpu()).float().mean().item()
+
+
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
+                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k both ways for N paired features: is the true partner among the k most similar?
+
+    Keys: 'image_to_text_R@k' and 'text_to_image_R@k'. Only the paired caption counts as a hit,
+    even when another caption says the same words (common in ShapesWorld), so these are lower
+    bounds on what a person would call correct.
+    """
+    if image_features.shape != text_features.shape:
+        raise ValueError(f"image_features {tuple(image_features.shape)} and text_features "
+                         f"{tuple(text_features.shape)} must be paired row by row")
+    sims = image_features @ text_features.T                       # (N, N)
+    target = torch.arange(len(sims), device=sims.device)
+    out = {}
+    for direction, s in (("image_to_text", sims), ("text_to_image", sims.T)):
+        # rank of the true partner: how many candidates score strictly higher
+        true = s[target, target][:, None]                         # (N, 1)
+        rank = (s > true).sum(dim=1)                               # (N,)
+        for k in ks:
+            out[f"{direction}_R@{k}"] = (rank < k).float().mean().item()
+    return out
+
+
+def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> float:
+    """Wang & Isola's alignment: E ||f(x) - f(y)||^alpha over positive pairs (lower is better)."""
+    return (x - y).norm(dim=1).pow(alpha).mean().item()
+
+
+def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
+    """Wang & Isola's uniformity: log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (lower is
+    more uniform on the sphere)."""
+    if len(x) < 2:
+        raise ValueError(f"uniformity needs at least 2 features, got {len(x)}")
+    return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()

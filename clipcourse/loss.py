@@ -1,0 +1,93 @@
+"""The contrastive losses: CLIP's symmetric InfoNCE and SigLIP's pairwise sigmoid (lessons 04, 09).
+
+Both take L2-normalised features and a temperature τ; the reference implementation (open_clip) takes
+`logit_scale = 1 / τ` instead, and the tests check that the two agree in value and gradient.
+
+Logits are computed in at least float32: in bfloat16 a logit of 1/τ = 10,000 keeps only three
+significant digits, and the softmax over such rows loses the positive entirely.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_features(image_features, text_features) -> None:
+    for name, x in (("image_features", image_features), ("text_features", text_features)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (batch, dim), got shape {tuple(x.shape)}")
+    if image_features.shape[0] != text_features.shape[0]:
+        raise ValueError(f"image_features and text_features need the same batch size, got "
+                         f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
+    if image_features.shape[1] != text_features.shape[1]:
+        raise ValueError(f"image_features and text_features need the same feature size, got "
+                         f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
+    if image_features.shape[0] == 0:
+        raise ValueError(f"empty batch: image_features has shape {tuple(image_features.shape)}")
+    if image_features.shape[1] == 0:
+        raise ValueError(f"features have size 0: image_features has shape {tuple(image_features.shape)}")
+
+
+def _check_scalar(name: str, value, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a 0-d tensor, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0:
+            raise ValueError(f"{name} must be a scalar (0-d tensor), got shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating point tensor, got dtype {value.dtype}")
+        v = float(value.detach())
+    else:
+        v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+
+
+def _logits(image_features, text_features, temperature):
+    """Cosine similarities / τ in at least float32: logits_per_image (B, B)."""
+    dtype = torch.promote_types(image_features.dtype, torch.float32)
+    sims = image_features.to(dtype) @ text_features.to(dtype).T          # (B, B)
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(dtype)
+    return sims / temperature
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature) -> torch.Tensor:
+    """CLIP's loss: mean of cross-entropy image->text and text->image over logits = sims / τ."""
+    _check_features(image_features, text_features)
+    _check_scalar("temperature", temperature, positive=True)
+    logits_per_image = _logits(image_features, text_features, temperature)  # (B, B)
+    logits_per_text = logits_per_image.T                                    # (B, B)
+    labels = torch.arange(len(logits_per_image), device=logits_per_image.device)  # the diagonal
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature,
+                bias) -> torch.Tensor:
+    """SigLIP's loss: every pair is its own binary question, -Σ log σ(±(sims / τ + bias)) / B."""
+    _check_features(image_features, text_features)
+    _check_scalar("temperature", temperature, positive=True)
+    _check_scalar("bias", bias, positive=False)
+    logits = _logits(image_features, text_features, temperature)          # (B, B)
+    if isinstance(bias, torch.Tensor):
+        bias = bias.to(logits.dtype)
+    logits = logits + bias
+    n = len(logits)
+    labels = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1  # +1 diagonal, -1 elsewhere
+    return -F.logsigmoid(labels * logits).sum() / n
+
+
+def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> float:
+    """Fraction of images whose most similar caption in the batch is their own."""
+    sims = image_features @ text_features.T                                 # (B, B)
+    return (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float().mean().item()
