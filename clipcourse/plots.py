@@ -1,0 +1,114 @@
+"""Static figures for the lessons; matplotlib is imported here, never in the model code.
+
+Every function draws into a new figure (or the `ax` it is given) and returns the figure, so a
+notebook cell ends with the call and shows exactly one picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _axes(ax=None, figsize=(5, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax.figure, ax
+
+
+def show_images(images: torch.Tensor, captions: Sequence[str] | None = None, ncols: int = 8,
+                scale: float = 1.6):
+    """A grid of uint8 images (N, 3, H, W) with their captions underneath (lesson 02)."""
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * (1.25 if captions else 1)),
+                             squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            if captions is not None:
+                ax.set_title(_wrap(captions[i]), fontsize=7)
+    return fig
+
+
+def _wrap(text: str, width: int = 18) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join(lines + [line])
+
+
+def similarity_matrix(sims: torch.Tensor, title: str = "cosine similarity", ax=None,
+                      row_label: str = "images", col_label: str = "captions", vmin=-1.0, vmax=1.0,
+                      cmap: str = "viridis"):
+    """A heatmap of a (B, B) similarity or probability matrix; positives sit on the diagonal."""
+    fig, ax = _axes(ax)
+    im = ax.imshow(sims.detach().cpu().numpy(), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set(title=title, xlabel=col_label, ylabel=row_label)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def positive_negative_histogram(sims: torch.Tensor, title: str = "similarities", ax=None,
+                                bins: int = 40, range_=(-1.0, 1.0)):
+    """Histograms of the diagonal (matching pairs) vs the off-diagonal (non-matching pairs)."""
+    fig, ax = _axes(ax)
+    s = sims.detach().cpu()
+    eye = torch.eye(len(s), dtype=torch.bool)
+    ax.hist(s[~eye].numpy(), bins=bins, range=range_, density=True, alpha=0.6, label="negatives (i ≠ j)")
+    ax.hist(s[eye].numpy(), bins=bins, range=range_, density=True, alpha=0.6, label="positives (i = j)")
+    ax.set(title=title, xlabel="cosine similarity", ylabel="density")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def softmax_row(probs: torch.Tensor, positive: int, title: str = "", ax=None, labels=None):
+    """One row of a softmax as bars, the positive highlighted (lessons 01, 04, 05)."""
+    fig, ax = _axes(ax, figsize=(6, 3))
+    p = probs.detach().cpu().numpy()
+    colors = ["tab:gray"] * len(p)
+    colors[positive] = "tab:orange"
+    ax.bar(np.arange(len(p)), p, color=colors)
+    ax.set(title=title, xlabel="caption j", ylabel="probability", ylim=(0, 1))
+    if labels is not None:
+        ax.set_xticks(np.arange(len(p)), labels, rotation=60, ha="right", fontsize=7)
+    return fig
+
+
+def training_curves(history, metrics: Sequence[str] = ("loss", "temperature", "accuracy"), smooth: int = 10):
+    """Loss, τ and in-batch accuracy against the step, side by side (lessons 06, 07)."""
+    h = history.as_dict() if hasattr(history, "as_dict") else history
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), layout="constrained", squeeze=False)
+    for ax, name in zip(axes.flat, metrics):
+        y = np.asarray(h[name], dtype=float)
+        ax.plot(h["step"], y, alpha=0.3 if smooth > 1 else 1.0, color="tab:blue")
+        if smooth > 1 and len(y) >= smooth:
+            ax.plot(h["step"][smooth - 1:], np.convolve(y, np.ones(smooth) / smooth, mode="valid"),
+                    color="tab:blue")
+        ax.set(title={"temperature": "τ"}.get(name, name), xlabel="step")
+        if name == "temperature":
+            ax.set_yscale("log")
+    return fig
+
+
+def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: Sequence[float],
+                            learnable: tuple[float, float] | None = None, ax=None,
+                            ylabel: str = "held-out zero-shot accuracy"):
+    """Accuracy against a fixed τ with error bars; a learnable-τ result as a band (lesson 07)."""
+    fig, ax = _axes(ax, figsize=(6, 4))
+    ax.errorbar(taus, mean, yerr=std, marker="o", capsize=3, label="fixed τ (mean ± std over seeds)")
+    if learnable is not None:
+        m, s = learnable
+        ax.axhspan(m - s, m + s, color="tab:orange", alpha=0.25, label="learnable τ (mean ± std)")
+        ax.axhline(m, color="tab:orange")
+    ax.set(xscale="log", xlabel="τ", ylabel=ylabel)
+    ax.legend(fontsize=8)
+    return fig
