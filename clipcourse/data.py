@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .text import fix_articles
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
@@ -71,7 +73,7 @@ def combo_name(index: int) -> str:
 
 def class_prompts(template: str = PROMPT_TEMPLATE) -> list[str]:
     """One caption per colour x shape class, in class-id order (lesson 08)."""
-    return [template.format(color=COLOR_NAMES[i // len(SHAPES)], shape=SHAPES[i % len(SHAPES)])
+    return [fix_articles(template.format(color=COLOR_NAMES[i // len(SHAPES)], shape=SHAPES[i % len(SHAPES)]))
             for i in range(NUM_COMBOS)]
 
 
@@ -182,7 +184,7 @@ def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
                      color2=COLOR_NAMES[c2], shape2=SHAPES[s2], size2=SIZES[z2])
         templates = PAIR_TEMPLATES if present2 else SINGLE_TEMPLATES
         t = templates[(pick if template is None else template) % len(templates)]
-        out.append(t.format(**words))
+        out.append(fix_articles(t.format(**words)))
     return out
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_float
+from .text import fix_articles
 
 
 @torch.no_grad()
@@ -43,10 +44,11 @@ def embed_texts(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Te
 def zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
                          templates: Sequence[str] = ("a {}",)) -> torch.Tensor:
     """Class embeddings (C, D): each class's prompts embedded, averaged, re-normalised (CLIP's
-    prompt ensembling). Templates hold one '{}' for the class name."""
+    prompt ensembling). Templates hold one '{}' for the class name; 'a {}' becomes 'an {}' before
+    a vowel, as in the training captions."""
     weights = []
     for name in classnames:
-        features = embed_texts(model, tokenizer([t.format(name) for t in templates]))  # (T, D)
+        features = embed_texts(model, tokenizer([fix_articles(t.format(name)) for t in templates]))  # (T, D)
         weights.append(F.normalize(features.mean(0), dim=-1))
     return torch.stack(weights)                                                          # (C, D)
 

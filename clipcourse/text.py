@@ -25,6 +25,14 @@ SPECIALS = (PAD, SOT, EOT, UNK)
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
+_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+
+
+def fix_articles(text: str) -> str:
+    """'a orange circle' -> 'an orange circle', so templates can always write 'a {}'."""
+    return _ARTICLE.sub(lambda m: m.group(1) + "n ", text)
+
+
 def split_words(text: str) -> list[str]:
     """Lower-case words and punctuation marks of a caption."""
     return _WORD.findall(text.lower())
@@ -56,7 +64,7 @@ class Tokenizer:
         """The tokenizer for every caption ShapesWorld can write."""
         from . import data
 
-        words = set(data.COLOR_NAMES) | set(data.SHAPES) | set(data.SIZES)
+        words = set(data.COLOR_NAMES) | set(data.SHAPES) | set(data.SIZES) | {"an"}
         words |= {w for phrase in data.WHERE.values() for w in split_words(phrase)}
         for t in data.SINGLE_TEMPLATES + data.PAIR_TEMPLATES:
             words |= {w for w in split_words(re.sub(r"\{\w+\}", " ", t))}
