@@ -1,0 +1,132 @@
+"""The course's benchmark: how fast and how well a tiny CLIP trains on this machine.
+
+    python benchmarks/run.py                 # training + loss timings (+ slider if available)
+    python benchmarks/run.py --only train    # one part
+
+Prints a table and writes benchmarks/results.json. Timings are wall seconds on this machine;
+speed comparisons (ours vs open_clip, slider vs redraw) are measured side by side in one run,
+interleaved, and reported as medians, because timings on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def bench_train(threads: int = 2, seed: int = 0) -> dict:
+    """Default training on `threads` CPU threads: held-out colour×shape zero-shot accuracy, seconds."""
+    from clipcourse import data, evaluate, model, text, train
+
+    torch.set_num_threads(threads)
+    tok = text.Tokenizer.for_shapesworld()
+    t0 = time.perf_counter()
+    ds = data.ShapesWorld.generate(20000, seed=seed)
+    tokens = tok(ds.captions)
+    data_s = time.perf_counter() - t0
+    held = data.ShapesWorld.generate(2000, split="heldout", seed=seed + 1, two_object_prob=0.0)
+    m = model.build_model(tok, seed=seed)
+    t0 = time.perf_counter()
+    m, history = train.train(m, ds.images, tokens, train.TrainConfig(seed=seed, device="cpu"), progress=False)
+    train_s = time.perf_counter() - t0
+    classes = evaluate.zero_shot_classifier(m, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
+    acc = evaluate.zero_shot_accuracy(evaluate.embed_images(m, held.images), classes, held.labels)
+    return {"heldout_acc": acc, "train_s": train_s, "data_s": data_s,
+            "final_tau": history.temperature[-1], "final_loss": history.loss[-1]}
+
+
+def bench_data(n: int = 20000, repeats: int = 5) -> dict:
+    """ShapesWorld rendering speed on one thread: images of 32×32 per second (median)."""
+    from clipcourse import data
+
+    torch.set_num_threads(1)
+    rates = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        data.ShapesWorld.generate(n, seed=r)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"data_images_per_s": statistics.median(rates)}
+
+
+def bench_loss(repeats: int = 15, b: int = 1024, d: int = 512, threads: int = 2) -> dict:
+    """clip_loss vs open_clip's ClipLoss, forward + backward at B=1024, D=512, interleaved medians."""
+    from clipcourse.loss import clip_loss
+
+    torch.set_num_threads(threads)
+    try:
+        from open_clip.loss import ClipLoss
+    except ImportError:
+        ClipLoss = None
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=-1)
+
+    def ours():
+        i, t = img.clone().requires_grad_(), txt.clone().requires_grad_()
+        clip_loss(i, t, 0.07).backward()
+
+    def theirs():
+        i, t = img.clone().requires_grad_(), txt.clone().requires_grad_()
+        ClipLoss()(i, t, torch.tensor(1 / 0.07)).backward()
+
+    times = {"ours": [], "theirs": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("theirs", theirs)):
+            if name == "theirs" and ClipLoss is None:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1000)
+    return {"loss_ms": statistics.median(times["ours"]),
+            "open_clip_loss_ms": statistics.median(times["theirs"]) if times["theirs"] else math.nan}
+
+
+def bench_slider() -> dict:
+    """The temperature explorer: in-kernel update vs redraw from scratch (benchmarks/slider.py)."""
+    try:
+        import slider
+    except ImportError as e:  # the widget benchmark is not there yet
+        return {"slider_error": str(e)}
+    return slider.measure()
+
+
+PARTS = {"data": bench_data, "train": bench_train, "loss": bench_loss, "slider": bench_slider}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run only these parts")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args(argv)
+    results = {"date": datetime.date.today().isoformat(),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"}
+    out = Path(args.out)
+    if out.exists():  # keep the figures of parts not run this time
+        results = {**json.loads(out.read_text()), **results}
+    for name in args.only or list(PARTS):
+        t0 = time.perf_counter()
+        results.update(PARTS[name]())
+        print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nclipcourse benchmark, {results['date']}, {results['machine']}")
+    for key, value in results.items():
+        if key not in ("date", "machine", "sweep"):
+            print(f"  {key:22s} {value:.4g}" if isinstance(value, float) else f"  {key:22s} {value}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
