@@ -248,7 +248,8 @@ def write_caption_dataset(dataset: ShapesWorld, root: str | os.PathLike,
     """Write images as PNG files and a Flickr30k-style `image.png#N<TAB>caption` file; return its path.
 
     torchvision.datasets.Flickr30k(root, ann_file) reads what this writes. With
-    captions_per_image > 1 the extra captions come from the other templates of the same scene.
+    captions_per_image > 1 the extra captions come from the other templates of the same scene
+    (at most as many as it has distinct templates: 6 for one object, 4 for two).
     """
     from PIL import Image
 

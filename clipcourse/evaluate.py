@@ -73,7 +73,7 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
 
     Keys: 'image_to_text_R@k' and 'text_to_image_R@k'. Only the paired caption counts as a hit,
     even when another caption says the same words (common in ShapesWorld), so these are lower
-    bounds on what a person would call correct.
+    bounds on what a person would call correct. Exact ties are broken by position.
     """
     if image_features.shape != text_features.shape:
         raise ValueError(f"image_features {tuple(image_features.shape)} and text_features "
@@ -82,9 +82,11 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     target = torch.arange(len(sims), device=sims.device)
     out = {}
     for direction, s in (("image_to_text", sims), ("text_to_image", sims.T)):
-        # rank of the true partner: how many candidates score strictly higher
+        # rank of the true partner: candidates scoring higher, plus tied ones with a lower index
+        # (ties broken by position, as a stable sort would: a collapsed encoder gets chance, not 1.0)
         true = s[target, target][:, None]                         # (N, 1)
-        rank = (s > true).sum(dim=1)                               # (N,)
+        earlier = target[None, :] < target[:, None]                # (N, N): candidate j comes before i
+        rank = (s > true).sum(dim=1) + ((s == true) & earlier).sum(dim=1)  # (N,)
         for k in ks:
             out[f"{direction}_R@{k}"] = (rank < k).float().mean().item()
     return out

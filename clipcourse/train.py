@@ -168,9 +168,13 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     n_batches = len(images) // cfg.batch_size
     clamp = getattr(getattr(model, "temperature", None), "clamp_", lambda: None)
 
+    evaluated_at = -1
+
     def run_evaluation():
+        nonlocal evaluated_at
         if evaluate is None:
             return
+        evaluated_at = state.step
         model.eval()
         with torch.no_grad():
             state.metrics = dict(evaluate(model))
@@ -196,8 +200,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at step {state.step + 1} of {cfg.steps} "
-                    f"(τ = {float(temperature):.4g}, lr = {_lr_at(state.step, cfg):.3g}); the model "
-                    f"keeps its weights from step {state.step}. Try a lower lr or a larger τ.")
+                    f"(τ = {float(temperature.detach()):.4g}, lr = {_lr_at(state.step, cfg):.3g}); the "
+                    f"model keeps its parameters from step {state.step}. Try a lower lr or a larger τ.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -210,7 +214,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 cb.on_step_end(state)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
                 run_evaluation()
-        run_evaluation()
+        if evaluated_at != state.step:
+            run_evaluation()                                        # the final evaluation, once
         for cb in callbacks:
             cb.on_train_end(state)
     finally:

@@ -1,0 +1,192 @@
+"""Evaluation: retrieval recall@k, zero-shot accuracy and prompt ensembling, alignment, uniformity."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipcourse import data, evaluate
+from clipcourse.model import build_model
+
+
+def random_unit(n, d, seed=0):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+# --- retrieval recall ----------------------------------------------------------------------------
+
+def test_recall_of_identical_features_is_one():
+    x = random_unit(50, 16)
+    recall = evaluate.retrieval_recall(x, x.clone())
+    assert set(recall) == {f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
+    assert all(v == 1.0 for v in recall.values())
+
+
+def test_recall_of_a_shifted_pairing():
+    # text i is mostly image i+1: every true partner is beaten by exactly one candidate
+    n = 12
+    img = torch.eye(n)
+    txt = 0.9 * img.roll(-1, dims=0) + 0.1 * img
+    recall = evaluate.retrieval_recall(img, txt, ks=(1, 2, 5))
+    assert recall == {"image_to_text_R@1": 0.0, "image_to_text_R@2": 1.0, "image_to_text_R@5": 1.0,
+                      "text_to_image_R@1": 0.0, "text_to_image_R@2": 1.0, "text_to_image_R@5": 1.0}
+
+
+def test_recall_of_a_permutation_with_fixed_points():
+    n = 10
+    perm = torch.tensor([0, 1, 2, 3, 5, 4, 7, 6, 9, 8])  # four pairs kept, six swapped
+    img = torch.eye(n)
+    txt = 0.9 * img[perm] + 0.1 * img      # swapped partners still score above the rest: no ties
+    recall = evaluate.retrieval_recall(img, txt, ks=(1, 2))
+    assert recall["image_to_text_R@1"] == pytest.approx(0.4)
+    assert recall["text_to_image_R@1"] == pytest.approx(0.4)
+    assert recall["image_to_text_R@2"] == recall["text_to_image_R@2"] == 1.0
+
+
+def test_recall_at_k_with_known_ranks():
+    # images are the basis vectors; text j scores its own image 1 and r_j other images 2,
+    # so text j's partner is ranked r_j (0 = first) when retrieving images
+    n = 20
+    ranks = [j % 12 for j in range(n)]
+    txt = torch.zeros(n, n)
+    for j, r in enumerate(ranks):
+        txt[j, j] = 1.0
+        others = [k for k in range(n) if k != j][:r]
+        txt[j, others] = 2.0
+    txt = F.normalize(txt, dim=-1)
+    img = torch.eye(n)
+    recall = evaluate.retrieval_recall(img, txt, ks=(1, 5, 10, 20))
+    for k in (1, 5, 10, 20):
+        assert recall[f"text_to_image_R@{k}"] == pytest.approx(sum(r < k for r in ranks) / n)
+    # swapping the roles swaps the directions
+    swapped = evaluate.retrieval_recall(txt, img, ks=(1, 5, 10, 20))
+    for k in (1, 5, 10, 20):
+        assert swapped[f"image_to_text_R@{k}"] == recall[f"text_to_image_R@{k}"]
+        assert swapped[f"text_to_image_R@{k}"] == recall[f"image_to_text_R@{k}"]
+
+
+def test_recall_grows_with_k():
+    img, txt = random_unit(64, 8, seed=1), random_unit(64, 8, seed=2)
+    recall = evaluate.retrieval_recall(img, txt, ks=(1, 5, 10, 64))
+    for d in ("image_to_text", "text_to_image"):
+        values = [recall[f"{d}_R@{k}"] for k in (1, 5, 10, 64)]
+        assert values == sorted(values)
+        assert values[-1] == 1.0
+        assert values[0] < 0.2  # random pairs: about chance
+    # paired noisy copies do much better
+    noisy = F.normalize(img + 0.3 * random_unit(64, 8, seed=3), dim=-1)
+    assert evaluate.retrieval_recall(img, noisy)["image_to_text_R@1"] > 0.5
+
+
+def test_recall_rejects_unpaired_features():
+    with pytest.raises(ValueError, match="paired"):
+        evaluate.retrieval_recall(random_unit(5, 8), random_unit(6, 8))
+
+
+def test_collapsed_features_do_not_get_perfect_recall():
+    img = random_unit(20, 8)
+    txt = random_unit(1, 8).expand(20, 8)  # a text encoder that ignores its input
+    assert evaluate.retrieval_recall(img, txt)["image_to_text_R@1"] < 0.5
+
+
+# --- zero-shot -----------------------------------------------------------------------------------
+
+def test_zero_shot_accuracy_on_constructed_features():
+    classes = torch.eye(4)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    images = F.normalize(classes[labels] + 0.1 * random_unit(8, 4), dim=-1)
+    assert evaluate.zero_shot_accuracy(images, classes, labels) == 1.0
+    wrong = labels.clone()
+    wrong[:3] = (wrong[:3] + 1) % 4
+    assert evaluate.zero_shot_accuracy(images, classes, wrong) == pytest.approx(5 / 8)
+    assert torch.equal(evaluate.zero_shot_predict(images, classes), labels)
+
+
+def test_zero_shot_accuracy_checks_lengths():
+    with pytest.raises(ValueError, match="labels"):
+        evaluate.zero_shot_accuracy(random_unit(5, 4), torch.eye(4), torch.zeros(4, dtype=torch.long))
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return build_model(tok, seed=0).eval()
+
+
+def test_zero_shot_classifier_with_one_template_is_the_prompt_embedding(model, tok):
+    names = ["red circle", "orange ring", "blue square"]
+    classes = evaluate.zero_shot_classifier(model, tok, names)
+    expected = evaluate.embed_texts(model, tok(["a red circle", "an orange ring", "a blue square"]))
+    assert classes.shape == (3, model.cfg.embed_dim)
+    torch.testing.assert_close(classes, expected)
+
+
+def test_prompt_ensembling_averages_and_renormalises(model, tok):
+    templates = ("a {}", "a picture of a {}", "there is a large {}")
+    names = ["green cross", "orange diamond"]
+    classes = evaluate.zero_shot_classifier(model, tok, names, templates)
+    torch.testing.assert_close(classes.norm(dim=1), torch.ones(2))
+    for name, row in zip(names, classes):
+        prompts = [t.format(name).replace("a orange", "an orange") for t in templates]
+        each = evaluate.embed_texts(model, tok(prompts))
+        mean = each.mean(0)
+        assert mean.norm() < 0.999  # the average of different unit vectors is shorter...
+        torch.testing.assert_close(row, mean / mean.norm())  # ...and is renormalised
+
+
+def test_embed_images_matches_encode_image_and_restores_mode(tok, tiny_world):
+    model = build_model(tok, seed=0).train()
+    features = evaluate.embed_images(model, tiny_world.images, batch_size=10)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        expected = model.encode_image(data.to_float(tiny_world.images))
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
+    assert not features.requires_grad
+    texts = evaluate.embed_texts(model, tok(tiny_world.captions), batch_size=7)
+    with torch.no_grad():
+        torch.testing.assert_close(texts, model.encode_text(tok(tiny_world.captions)), rtol=1e-4, atol=1e-5)
+
+
+# --- alignment and uniformity (Wang & Isola) --------------------------------------------------------
+
+def test_alignment_of_identical_features_is_zero():
+    x = random_unit(30, 8)
+    assert evaluate.alignment(x, x) == 0.0
+
+
+def test_alignment_of_opposite_features():
+    x = random_unit(30, 8)
+    assert evaluate.alignment(x, -x) == pytest.approx(4.0)           # ||2 x||^2
+    assert evaluate.alignment(x, -x, alpha=1.0) == pytest.approx(2.0)
+
+
+def test_alignment_of_orthogonal_features():
+    assert evaluate.alignment(torch.eye(4)[:2], torch.eye(4)[2:]) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("t", [1.0, 2.0, 3.0])
+def test_uniformity_of_two_antipodal_points(t):
+    x = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert evaluate.uniformity(x, t=t) == pytest.approx(math.log(math.exp(-t * 4.0)))  # = -4t
+
+
+def test_uniformity_of_an_orthonormal_set():
+    # every pair at squared distance 2
+    assert evaluate.uniformity(torch.eye(5)) == pytest.approx(-4.0)
+
+
+def test_uniformity_is_lower_for_spread_points_than_clustered_ones():
+    spread = random_unit(200, 8, seed=0)
+    pole = torch.zeros(1, 8)
+    pole[0, 0] = 1.0
+    clustered = F.normalize(pole + 0.2 * random_unit(200, 8, seed=1), dim=-1)
+    collapsed = pole.expand(200, 8)
+    u_spread, u_clustered, u_collapsed = (evaluate.uniformity(x) for x in (spread, clustered, collapsed))
+    assert u_spread < u_clustered < u_collapsed
+    assert u_collapsed == pytest.approx(0.0)
+
+
+def test_uniformity_needs_two_points():
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate.uniformity(random_unit(1, 4))

@@ -1,0 +1,361 @@
+"""The training loop: a real learning signal, determinism, callbacks, History, weight-decay groups,
+the temperature clamp, divergence handling and argument checks.
+
+Runs use threads=1: on a busy 2-core machine one thread is both deterministic and far faster."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from clipcourse import data, evaluate, train
+from clipcourse.model import build_model
+from clipcourse.train import Callback, History, TrainConfig, TrainingDiverged
+
+
+def quick(**overrides):
+    """A few small CPU steps: enough to exercise the loop, not to learn."""
+    cfg = dict(steps=4, batch_size=16, warmup_steps=2, seed=0, device="cpu", threads=1)
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+@pytest.fixture(scope="module")
+def pairs(tok, tiny_world):
+    return tiny_world.images, tok(tiny_world.captions)
+
+
+class Recorder(Callback):
+    """Logs every call with the step and the state object it saw."""
+
+    def __init__(self):
+        self.calls, self.states = [], []
+
+    def _log(self, name, state):
+        self.calls.append((name, state.step))
+        self.states.append(state)
+
+    def on_train_start(self, state): self._log("start", state)
+    def on_step_end(self, state): self._log("step", state)
+    def on_evaluate(self, state): self._log("evaluate", state)
+    def on_train_end(self, state): self._log("end", state)
+
+
+# --- a real learning signal ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_training_learns_composition(tok):
+    """3000 pairs, 200 steps of 48 (about 8 CPU seconds): the loss falls and held-out colour x shape
+    zero-shot accuracy over all 48 prompts is far above chance (1/48 = 0.021). Measured on CPU, seed
+    0: loss 4.04 -> 0.75, in-batch accuracy 0.69, held-out accuracy 0.25; seeds 1 and 2 gave held-out
+    0.20 and 0.64 and loss ratios 0.25 and 0.11, hence the thresholds below."""
+    ds = data.ShapesWorld.generate(3000, seed=0)
+    held = data.ShapesWorld.generate(500, split="heldout", seed=1, two_object_prob=0.0)
+    model = build_model(tok, seed=0)
+    cfg = TrainConfig(steps=200, batch_size=48, warmup_steps=10, seed=0, threads=1)
+    model, history = train.train(model, ds.images, tok(ds.captions), cfg, progress=False)
+    first, last = sum(history.loss[:5]) / 5, sum(history.loss[-20:]) / 20
+    assert last < 0.4 * first, (first, last)
+    assert sum(history.accuracy[-20:]) / 20 > 0.4  # in-batch: chance is 1/48
+    classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
+    accuracy = evaluate.zero_shot_accuracy(evaluate.embed_images(model, held.images), classes, held.labels)
+    assert accuracy > 0.12, accuracy  # more than 5x chance on combinations never seen in training
+    assert 0.01 <= history.temperature[-1] <= 1.0
+
+
+# --- determinism -------------------------------------------------------------------------------------
+
+def test_same_seed_same_run(tok, pairs):
+    images, tokens = pairs
+    runs = []
+    for _ in range(2):
+        model, history = train.train(build_model(tok, seed=0), images, tokens, quick(), progress=False)
+        runs.append((model.state_dict(), history))
+    (sd_a, h_a), (sd_b, h_b) = runs
+    assert h_a.loss == h_b.loss and h_a.temperature == h_b.temperature and h_a.accuracy == h_b.accuracy
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    _, h_c = train.train(build_model(tok, seed=0), images, tokens, quick(seed=1), progress=False)
+    assert h_c.loss != h_a.loss  # the seed orders the batches
+
+
+def test_training_does_not_touch_the_global_rng(tok, pairs):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    model = build_model(tok, seed=0)
+    torch.manual_seed(0)
+    train.train(model, *pairs, quick(steps=2), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --- callbacks, stop, History --------------------------------------------------------------------
+
+def test_callbacks_are_called_in_order_with_the_state(tok, pairs):
+    model = build_model(tok, seed=0)
+    recorder = Recorder()
+    seen = []
+
+    def evaluate_fn(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        return {"score": float(len(seen))}
+
+    cfg = quick(steps=5, eval_every=2)
+    returned, history = train.train(model, *pairs, cfg, callbacks=[recorder], evaluate=evaluate_fn,
+                                    progress=False)
+    assert recorder.calls == [("start", 0), ("step", 1), ("step", 2), ("evaluate", 2), ("step", 3),
+                              ("step", 4), ("evaluate", 4), ("step", 5), ("evaluate", 5), ("end", 5)]
+    state = recorder.states[0]
+    assert all(s is state for s in recorder.states)  # one TrainState, updated in place
+    assert state.model is model is returned
+    assert isinstance(state.optimizer, torch.optim.AdamW)
+    assert state.config is cfg
+    assert state.metrics == {"score": 3.0}
+    assert seen == [(False, False)] * 3  # evaluate runs in eval mode without gradients
+    assert history.evaluations == [{"step": 2, "score": 1.0}, {"step": 4, "score": 2.0},
+                                   {"step": 5, "score": 3.0}]
+    assert not returned.training
+
+
+def test_callbacks_see_fresh_numbers_every_step(tok, pairs):
+    model = build_model(tok, seed=0)
+    snapshots = []
+
+    class Snap(Callback):
+        def on_step_end(self, state):
+            snapshots.append((state.step, state.loss, state.temperature, state.accuracy))
+
+    _, history = train.train(model, *pairs, quick(), callbacks=[Snap()], progress=False)
+    assert snapshots == list(zip(history.step, history.loss, history.temperature, history.accuracy))
+
+
+def test_final_evaluation_is_not_repeated_when_steps_is_a_multiple_of_eval_every(tok, pairs):
+    _, history = train.train(build_model(tok, seed=0), *pairs, quick(steps=4, eval_every=2),
+                             evaluate=lambda m: {"x": 1.0}, progress=False)
+    assert [e["step"] for e in history.evaluations] == [2, 4]
+
+
+def test_stop_ends_training_early(tok, pairs):
+    class StopAt3(Callback):
+        def on_step_end(self, state):
+            if state.step == 3:
+                state.stop = True
+
+    recorder = Recorder()
+    _, history = train.train(build_model(tok, seed=0), *pairs, quick(steps=50), callbacks=[StopAt3(), recorder],
+                             evaluate=lambda m: {"x": 1.0}, progress=False)
+    assert history.step == [1, 2, 3]
+    assert recorder.calls[-2:] == [("evaluate", 3), ("end", 3)]
+
+
+def test_stop_at_an_evaluation_step_evaluates_once(tok, pairs):
+    class StopAt2(Callback):
+        def on_step_end(self, state):
+            state.stop = state.step == 2
+
+    _, history = train.train(build_model(tok, seed=0), *pairs, quick(steps=50, eval_every=2),
+                             callbacks=[StopAt2()], evaluate=lambda m: {"x": 1.0}, progress=False)
+    assert [e["step"] for e in history.evaluations] == [2]
+
+
+def test_history_contents(tok, pairs):
+    _, history = train.train(build_model(tok, seed=0), *pairs, quick(steps=6), progress=False)
+    assert history.step == [1, 2, 3, 4, 5, 6]
+    for values in (history.loss, history.temperature, history.accuracy):
+        assert len(values) == 6 and all(isinstance(v, float) for v in values)
+    assert all(0.0 <= a <= 1.0 for a in history.accuracy)
+    assert history.temperature[0] == pytest.approx(0.07)  # the τ the first step used
+    assert history.evaluations == []
+    d = history.as_dict()
+    assert set(d) == {"step", "loss", "temperature", "accuracy", "evaluations"}
+    assert d["loss"] == history.loss
+
+
+def test_learning_rate_warms_up_then_decays(tok, pairs):
+    lrs = []
+
+    class LR(Callback):
+        def on_step_end(self, state):
+            lrs.append(state.optimizer.param_groups[0]["lr"])
+
+    cfg = quick(steps=12, warmup_steps=4, lr=1e-3)
+    train.train(build_model(tok, seed=0), *pairs, cfg, callbacks=[LR()], progress=False)
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert max(lrs) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert lrs[-1] < 0.05e-3
+
+
+def test_progress_bar_runs_and_closes(tok, pairs, capsys):
+    bar = train.ProgressBar(every=1, disable=False)
+    train.train(build_model(tok, seed=0), *pairs, quick(steps=3), callbacks=[bar], progress=False)
+    assert bar.bar.n == 3
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_threads_are_set_for_the_run_and_restored(tok, pairs):
+    before = torch.get_num_threads()
+    inside = []
+
+    class Threads(Callback):
+        def on_step_end(self, state):
+            inside.append(torch.get_num_threads())
+
+    train.train(build_model(tok, seed=0), *pairs, quick(steps=2, threads=1), callbacks=[Threads()], progress=False)
+    assert inside == [1, 1]
+    assert torch.get_num_threads() == before
+
+
+# --- weight decay groups and the temperature ---------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_parameter_groups_keep_tau_biases_and_norms_out_of_weight_decay(tok, kind):
+    from clipcourse.encoders import ImageEncoderConfig
+
+    model = build_model(tok, seed=0, image=ImageEncoderConfig(kind=kind))
+    decay_group, no_decay_group = train.parameter_groups(model, 0.1)
+    assert decay_group["weight_decay"] == 0.1 and no_decay_group["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)] for p in decay_group["params"]}
+    no_decay = {names[id(p)] for p in no_decay_group["params"]}
+    assert decay.isdisjoint(no_decay) and decay | no_decay == set(names.values())
+    assert "temperature.logit_scale" in no_decay
+    for n in names.values():
+        if n.endswith("bias") or "norm" in n or "ln_final" in n or ".ln." in n:
+            assert n in no_decay, n
+    # weight matrices of the projections, attention, MLPs and convolutions are decayed
+    assert {"image_projection.weight", "text_projection.weight",
+            "text.transformer.layers.0.self_attn.in_proj_weight",
+            "text.transformer.layers.0.linear1.weight"} <= decay
+    if kind == "cnn":
+        assert "visual.net.0.weight" in decay             # a conv kernel
+        assert "visual.net.1.weight" in no_decay          # its BatchNorm scale
+    else:
+        assert "visual.patchify.weight" in decay
+
+
+def test_frozen_parameters_are_left_out_of_the_groups(tok):
+    model = build_model(tok, seed=0)
+    model.image_projection.weight.requires_grad_(False)
+    groups = train.parameter_groups(model, 0.1)
+    assert all(p is not model.image_projection.weight for g in groups for p in g["params"])
+
+
+def test_the_optimizer_uses_those_groups(tok, pairs):
+    recorder = Recorder()
+    model = build_model(tok, seed=0)
+    train.train(model, *pairs, quick(steps=1, weight_decay=0.2), callbacks=[recorder], progress=False)
+    groups = recorder.states[0].optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.2, 0.0]
+    assert any(p is model.logit_scale for p in groups[1]["params"])
+
+
+def test_the_temperature_is_clamped_after_every_step(tok, pairs):
+    # a ridiculous learning rate throws logit_scale far out of range at every step
+    taus = []
+
+    class Tau(Callback):
+        def on_step_end(self, state):
+            taus.append(state.model.temperature.temperature.item())
+
+    train.train(build_model(tok, seed=0), *pairs, quick(steps=4, lr=100.0, warmup_steps=1),
+                callbacks=[Tau()], progress=False)
+    assert len(taus) == 4
+    assert all(0.01 - 1e-6 <= t <= 1.0 + 1e-6 for t in taus), taus
+    assert any(t in (pytest.approx(0.01), pytest.approx(1.0)) for t in taus), taus  # the clamp bit
+
+
+def test_fixed_temperature_stays_fixed(tok, pairs):
+    model = build_model(tok, seed=0, learnable_temperature=False, temperature=0.2)
+    _, history = train.train(model, *pairs, quick(steps=3), progress=False)
+    assert history.temperature == pytest.approx([0.2] * 3)
+
+
+# --- divergence ------------------------------------------------------------------------------------
+
+class PoisonAt(nn.Module):
+    """Wraps a model; its forward returns NaN image features on call number `at`."""
+
+    def __init__(self, inner, at):
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+        self.temperature = inner.temperature
+
+    def forward(self, images, tokens):
+        self.calls += 1
+        img, txt, tau = self.inner(images, tokens)
+        if self.calls == self.at:
+            img = img * float("nan")
+        return img, txt, tau
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad:UserWarning")  # tracked below
+def test_non_finite_loss_raises_naming_the_step_and_keeps_the_weights(tok, pairs):
+    model = PoisonAt(build_model(tok, seed=0), at=3)
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_step_end(self, state):
+            snapshots[state.step] = copy.deepcopy(state.model.state_dict())
+
+    threads = torch.get_num_threads()
+    with pytest.raises(TrainingDiverged, match=r"step 3 of 5") as info:
+        train.train(model, *pairs, quick(steps=5), callbacks=[Snapshot()], progress=False)
+    assert "nan" in str(info.value)
+    assert isinstance(info.value, FloatingPointError)
+    assert sorted(snapshots) == [1, 2]
+    after = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    # the parameters are those of step 2 (BatchNorm's running statistics did see step 3's batch)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), snapshots[2][name]), name
+    assert torch.get_num_threads() == threads
+    assert not model.training
+
+
+def test_divergence_message_emits_no_warning(tok, pairs):
+    import warnings
+
+    model = PoisonAt(build_model(tok, seed=0), at=1)
+    warn_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch shows this warning once per process: show it every time
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(TrainingDiverged, match="step 1 of"):
+                train.train(model, *pairs, quick(steps=2), progress=False)
+    finally:
+        torch.set_warn_always(warn_always)
+
+
+# --- bad arguments ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change,match", [
+    (dict(images=torch.zeros(64, 32, 32, dtype=torch.uint8)), "images"),
+    (dict(images=[0] * 64), "images"),
+    (dict(tokens=torch.zeros(63, 16, dtype=torch.long)), "tokens"),
+    (dict(tokens=torch.zeros(64, dtype=torch.long)), "tokens"),
+    (dict(config=quick(batch_size=1)), "batch_size"),
+    (dict(config=quick(batch_size=65)), "batch_size"),
+    (dict(config=quick(steps=0)), "steps"),
+])
+def test_bad_arguments_raise_value_error(tok, pairs, change, match):
+    images, tokens = pairs
+    kwargs = dict(images=images, tokens=tokens, config=quick())
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        train.train(build_model(tok, seed=0), kwargs["images"], kwargs["tokens"], kwargs["config"],
+                    progress=False)
+
+
+def test_resolve_device():
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train.resolve_device("auto").type == expected
+    assert train.resolve_device().type == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_trains_on_cuda(tok, pairs):
+    model, history = train.train(build_model(tok, seed=0), *pairs, quick(device="cuda"), progress=False)
+    assert next(model.parameters()).is_cuda
+    assert len(history.loss) == 4 and all(torch.isfinite(torch.tensor(history.loss)))
