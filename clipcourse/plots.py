@@ -112,3 +112,58 @@ def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: S
     ax.set(xscale="log", xlabel="τ", ylabel=ylabel)
     ax.legend(fontsize=8)
     return fig
+
+
+# --- lessons 00-04 ---
+
+def vectors_2d(vectors: torch.Tensor, labels: Sequence[str] | None = None, colors: Sequence[str] | None = None,
+               linestyles: Sequence[str] | None = None, title: str = "", ax=None, unit_circle: bool = True):
+    """2-D vectors as arrows from the origin, the unit circle for reference, labels in a legend (lesson 01)."""
+    fig, ax = _axes(ax, figsize=(4, 4))
+    v = vectors.detach().cpu().float().numpy()
+    if unit_circle:
+        t = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(np.cos(t), np.sin(t), color="lightgray", lw=1)
+    for i, (x, y) in enumerate(v):
+        c = colors[i] if colors is not None else f"C{i % 10}"
+        ls = linestyles[i] if linestyles is not None else "-"
+        ax.annotate("", xy=(x, y), xytext=(0, 0),
+                    arrowprops=dict(arrowstyle="-|>", color=c, lw=1.8, linestyle=ls, shrinkA=0, shrinkB=0))
+        if labels is not None:
+            ax.plot([], [], color=c, ls=ls, lw=1.8, label=labels[i])
+    lim = max(1.2, float(np.abs(v).max()) * 1.15)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
+    ax.axhline(0, color="lightgray", lw=0.5)
+    ax.axvline(0, color="lightgray", lw=0.5)
+    if labels is not None:
+        ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def combo_grid(counts: torch.Tensor, heldout: Sequence[int], colors: Sequence[str], shapes: Sequence[str],
+               title: str = "training images per colour × shape", ax=None):
+    """Counts per colour x shape (rows x columns) with the held-out combinations marked (lesson 02)."""
+    fig, ax = _axes(ax, figsize=(6, 4.5))
+    c = counts.detach().cpu().float().reshape(len(colors), len(shapes)).numpy()
+    im = ax.imshow(c, cmap="Blues")
+    for k in heldout:
+        r, s = divmod(int(k), len(shapes))
+        ax.add_patch(plt.Rectangle((s - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="tab:red", lw=2))
+        ax.text(s, r, "held\nout", ha="center", va="center", fontsize=7, color="tab:red")
+    ax.set_xticks(np.arange(len(shapes)), shapes, rotation=30, ha="right")
+    ax.set_yticks(np.arange(len(colors)), colors)
+    ax.set(title=title)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def gradient_row(grad: torch.Tensor, positive: int, title: str = "", ax=None):
+    """One row of d loss / d similarity as signed bars: the positive below zero, negatives above (lesson 04)."""
+    fig, ax = _axes(ax, figsize=(6, 3))
+    g = grad.detach().cpu().numpy()
+    colors = ["tab:red" if x > 0 else "tab:blue" for x in g]
+    colors[positive] = "tab:orange"
+    ax.bar(np.arange(len(g)), g, color=colors)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=title, xlabel="caption j", ylabel="d loss / d similarity")
+    return fig

@@ -1,0 +1,72 @@
+"""Checker for lesson 00 (welcome): the cosine similarity of two vectors."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import Feedback, correct, not_attempted, wrong
+
+# The two vectors of the exercise (lengths 3 and 7, so the arithmetic stays friendly).
+A = (1.0, 2.0, 2.0)
+B = (2.0, 3.0, 6.0)
+
+
+def _as_number(answer) -> float | None:
+    """A float from a number or a one-element tensor; None if the answer is not a single number."""
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, (int, float)):
+        return float(answer)
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1 and answer.is_floating_point():
+        return float(answer.detach())
+    return None
+
+
+def check_cosine_similarity(answer, a=A, b=B) -> Feedback:
+    """Is `answer` the cosine similarity of the vectors a and b?"""
+    if answer is None:
+        return not_attempted("the cosine similarity of a and b (a number)")
+    if isinstance(answer, torch.Tensor) and answer.numel() != 1:
+        return wrong(f"expected a single number, got a tensor of shape {tuple(answer.shape)}.",
+                     "Sum the element-wise products to get one number: (a * b).sum().")
+    if isinstance(answer, torch.Tensor) and not answer.is_floating_point():
+        return wrong(f"got an integer tensor ({answer.dtype}); a cosine similarity is a fraction.",
+                     "Use float vectors, e.g. torch.tensor([1., 2., 2.]).")
+    value = _as_number(answer)
+    if value is None:
+        return wrong(f"expected a number, got {type(answer).__name__}.", "Use a float or a 0-d tensor.")
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
+    cos = dot / (na * nb)
+    if abs(value - cos) <= 5e-4:
+        where = ("almost the same direction" if cos > 0.9 else "roughly the same way" if cos > 0.3
+                 else "nearly perpendicular directions" if cos > -0.3 else "roughly opposite ways")
+        return correct(f"cos(a, b) = {dot:.4g} / ({na:.4g} × {nb:.4g}) = {cos:.4f}: the vectors point in {where}.")
+    mistakes = [
+        (dot, "that is the dot product a · b: you did not divide by the lengths of the vectors.",
+         "Divide by a.norm() * b.norm(), or normalise both vectors first."),
+        (dot / na, "you divided by the length of a only.", "Divide by the length of b too."),
+        (dot / nb, "you divided by the length of b only.", "Divide by the length of a too."),
+        (dot / (na * na * nb * nb), "you divided by the squared lengths (a · a and b · b).",
+         "The length is the square root: a.norm() = (a * a).sum().sqrt()."),
+        (1 - cos, "that is 1 - cos, the cosine *distance*, not the similarity.", "Drop the '1 -'."),
+        (math.acos(cos), "that is the angle between the vectors in radians, not its cosine.",
+         "The cosine similarity is cos(angle) = a · b / (|a| |b|)."),
+        (math.degrees(math.acos(cos)), "that is the angle between the vectors in degrees, not its cosine.",
+         "The cosine similarity is cos(angle) = a · b / (|a| |b|)."),
+        (float((a - b).norm()), "that is the Euclidean distance |a - b|, not the cosine similarity.",
+         "Use the dot product divided by both lengths."),
+    ]
+    for target, message, hint in mistakes:
+        if abs(value - target) <= 5e-4 * max(1.0, abs(target)):
+            return wrong(message, hint)
+    if abs(value - cos) <= 1e-2:
+        return wrong(f"close ({value:.4f}), but rounded too much.", "Keep at least three decimals.")
+    if not -1.0 <= value <= 1.0:
+        return wrong(f"{value:.4g} is outside [-1, 1], where every cosine similarity lies.",
+                     "Divide the dot product by the product of the two lengths.")
+    return wrong(f"{value:.4f} is not the cosine similarity of a and b.",
+                 "cos(a, b) = (a * b).sum() / (a.norm() * b.norm()).")

@@ -1,0 +1,138 @@
+"""Checkers for lesson 02 (the data): the held-out combinations, and a caption for a scene."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import data
+from ..text import Tokenizer, split_words
+from . import Feedback, correct, not_attempted, wrong
+
+
+def _combo_ids(answer) -> tuple[set[int] | None, str]:
+    """The answer as a set of combination ids, or (None, why not)."""
+    if isinstance(answer, torch.Tensor):
+        answer = answer.flatten().tolist()
+    if isinstance(answer, (str, int)):
+        answer = [answer]
+    try:
+        items = list(answer)
+    except TypeError:
+        return None, f"expected a list of combination ids or names, got {type(answer).__name__}"
+    names = {data.combo_name(i): i for i in range(data.NUM_COMBOS)}
+    ids = set()
+    for item in items:
+        if isinstance(item, str):
+            key = " ".join(w for w in split_words(item) if w not in ("a", "an"))
+            if key not in names:
+                return None, (f"{item!r} is not a colour x shape name like 'green triangle' "
+                              f"(colours: {', '.join(data.COLOR_NAMES)}; shapes: {', '.join(data.SHAPES)})")
+            ids.add(names[key])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item < data.NUM_COMBOS:
+                return None, f"{item} is not a combination id (they run from 0 to {data.NUM_COMBOS - 1})"
+            ids.add(item)
+        else:
+            return None, f"expected ids (int) or names (str), got {type(item).__name__} {item!r}"
+    return ids, ""
+
+
+def _names(ids) -> str:
+    return ", ".join(data.combo_name(i) for i in sorted(ids))
+
+
+def check_heldout_combos(answer) -> Feedback:
+    """Are these the colour x shape combinations that no training image contains?"""
+    if answer is None:
+        return not_attempted("the list of combinations that never occur in training (ids or names)")
+    ids, why = _combo_ids(answer)
+    if ids is None:
+        return wrong(why + ".", "Give ids (0..47, colour * 6 + shape) or names such as 'green triangle'.")
+    expected = set(data.heldout_combos())
+    everything = set(range(data.NUM_COMBOS))
+    if ids == expected:
+        return correct(f"The {len(expected)} held-out combinations are: {_names(expected)}. Every colour and "
+                       f"every shape still appears in training, just never in these pairs.")
+    if ids == everything - expected:
+        return wrong(f"these {len(ids)} are the combinations that DO appear in training.",
+                     "Keep the combinations whose count is zero, not the others.")
+    n_colors, n_shapes = len(data.COLOR_NAMES), len(data.SHAPES)
+    swapped = {(i % n_shapes) * n_colors + i // n_shapes for i in expected}   # shape * 8 + colour
+    if ids == swapped:
+        return wrong("your ids use shape * 8 + colour; the package numbers combinations colour * 6 + shape.",
+                     "Use data.combo_index(colour, shape), or give names with data.combo_name(i).")
+    missing, extra = expected - ids, ids - expected
+    if not missing and extra:
+        return wrong(f"all {len(expected)} held-out combinations are there, but also {len(extra)} that do "
+                     f"appear in training: {_names(extra)}.",
+                     "A small sample can miss a combination by chance: count over more images "
+                     "(a few thousand), or look at both object slots.")
+    if missing and not extra:
+        return wrong(f"{len(ids)} correct, but {len(missing)} missing.",
+                     "Count every colour x shape pair of every present object and keep all the zeros.")
+    return wrong(f"{len(ids & expected)} of your {len(ids)} are held out; {len(extra)} of them do appear in "
+                 f"training ({_names(extra)}).",
+                 "Count how often each colour x shape pair appears in a large training set; keep the zeros.")
+
+
+_POSITION_WORDS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "centre": "centre"}
+
+
+def check_caption(answer, scene) -> Feedback:
+    """Does the caption describe this one-object scene (colour, shape, and size / position if given)?"""
+    if answer is None:
+        return not_attempted("a caption for the scene, such as 'a ... ...'")
+    if not isinstance(answer, str):
+        return wrong(f"expected a string, got {type(answer).__name__}.", "Write the caption in quotes.")
+    scene = torch.as_tensor(scene)
+    obj = scene[0] if scene.ndim == 2 else scene
+    c, s, z, p = (int(v) for v in obj[:4])
+    tok = Tokenizer.for_shapesworld()
+    try:
+        tok.encode(answer)
+    except ValueError as err:
+        return wrong(f"the tokenizer cannot read it: {err}",
+                     "Use only ShapesWorld words: data.COLOR_NAMES, data.SHAPES, data.SIZES, data.WHERE.")
+    words = split_words(answer)
+    want = {"colour": data.COLOR_NAMES[c], "shape": data.SHAPES[s]}
+    columns = {"colour": data.COLOR, "shape": data.SHAPE}
+    tables = {"colour": data.COLOR_NAMES, "shape": data.SHAPES}
+    for kind in ("colour", "shape"):
+        found = [w for w in words if w in tables[kind]]
+        if not found:
+            return wrong(f"the caption names no {kind}.",
+                         f"Column {columns[kind]} of the scene is the {kind} index: {obj[columns[kind]].item()}.")
+        if len(set(found)) > 1:
+            return wrong(f"the caption names several {kind}s ({', '.join(found)}), but the scene has one object.",
+                         f"Name one {kind}.")
+        if found[0] != want[kind]:
+            idx = obj[columns[kind]].item()
+            other = [k for k in ("colour", "shape") if k != kind][0]
+            other_idx = obj[columns[other]].item()
+            mixed = other_idx < len(tables[kind]) and tables[kind][other_idx] == found[0]
+            msg = (f"the {kind} is wrong: you wrote '{found[0]}', but the {kind} index {idx} is "
+                   f"'{want[kind]}'.")
+            if mixed:
+                msg += f" You looked '{found[0]}' up with the {other} index ({other_idx})."
+            return wrong(msg, f"Look the index up in data.{'COLOR_NAMES' if kind == 'colour' else 'SHAPES'}; "
+                              f"the scene's columns are [colour, shape, size, position, present].")
+    if words.index(want["colour"]) > words.index(want["shape"]):
+        return wrong("ShapesWorld captions put the colour before the shape ('a red circle').",
+                     "Swap the two words.")
+    sizes = [w for w in words if w in data.SIZES]
+    if sizes and sizes != [data.SIZES[z]]:
+        return wrong(f"the size is wrong: the size index {z} is '{data.SIZES[z]}', you wrote "
+                     f"'{', '.join(sizes)}'.", "Look it up in data.SIZES.")
+    places = [w for w in words if w in _POSITION_WORDS]
+    where = data.POSITIONS[p]
+    if places and places != [where]:
+        return wrong(f"the position is wrong: position index {p} is '{data.WHERE[where]}', you wrote "
+                     f"'{' '.join(places)}'.", "Look it up in data.POSITIONS, then data.WHERE.")
+    extras = []
+    if not sizes:
+        extras.append(f"the size ('{data.SIZES[z]}')")
+    if not places:
+        extras.append(f"the position ('{data.WHERE[where]}')")
+    note = f" You could also give {' and '.join(extras)}." if extras else ""
+    return correct(f"'{answer}' matches the scene: a {data.SIZES[z]} {want['colour']} {want['shape']} "
+                   f"{data.WHERE[where]}.{note}")

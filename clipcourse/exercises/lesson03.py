@@ -1,0 +1,57 @@
+"""Checker for lesson 03 (encoders): where is the <eot> token of each caption?"""
+
+from __future__ import annotations
+
+import torch
+
+from ..text import Tokenizer
+from . import Feedback, correct, not_attempted, wrong
+
+
+def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eot_id,
+                        pad_id: int = Tokenizer.pad_id) -> Feedback:
+    """Is `answer` the (B,) index of the <eot> token in each row of `tokens` (B, L)?"""
+    if answer is None:
+        return not_attempted("a (B,) tensor with the position of <eot> in each row of tokens")
+    if isinstance(answer, (list, tuple)):
+        answer = torch.tensor(answer)
+    if not isinstance(answer, torch.Tensor):
+        return wrong(f"expected a tensor of positions, got {type(answer).__name__}.",
+                     "Compute it with tensor operations on tokens.")
+    b, length = tokens.shape
+    if answer.shape == tokens.shape and answer.dtype == torch.bool:
+        return wrong("that is a (B, L) mask of where <eot> is, not its position.",
+                     "Turn the mask into an index per row: .int().argmax(dim=1).")
+    if answer.shape != (b,):
+        return wrong(f"wrong shape {tuple(answer.shape)}; expected ({b},), one position per caption.",
+                     "Reduce over the token dimension (dim=1).")
+    if answer.is_floating_point():
+        if not torch.equal(answer, answer.round()):
+            return wrong("positions must be whole numbers.", "Use argmax, not mean.")
+        answer = answer.long()
+    answer = answer.cpu().long()
+    eot = (tokens == eot_id).int().argmax(dim=1)                 # (B,)
+    if torch.equal(answer, eot):
+        return correct("The text encoder reads its summary of each caption at these positions.")
+    if torch.equal(answer, tokens.argmax(dim=1)) and int(tokens.max()) != eot_id:
+        return wrong("tokens.argmax(dim=1) finds the token with the largest id, not <eot>.",
+                     f"That trick works in CLIP only because its <eot> has the largest id (49407); here "
+                     f"<eot> is {eot_id}. Compare with the id: (tokens == eot_id).int().argmax(dim=1).")
+    first_pad = (tokens == pad_id).int().argmax(dim=1)
+    if torch.equal(answer, first_pad):
+        return wrong("that is the first <pad> token, one place after <eot>.",
+                     "Look for the <eot> id itself, not the padding that follows it.")
+    if torch.equal(answer, eot - 1):
+        return wrong("off by one: these are the last words, one place before <eot>.",
+                     "Counting words forgets that <sot> sits at position 0; find the <eot> id directly.")
+    if torch.equal(answer, eot + 1):
+        return wrong("off by one: one place after <eot>.", "Positions count from 0.")
+    if torch.equal(answer, (tokens != pad_id).sum(dim=1)):
+        return wrong("that is the number of non-pad tokens, one more than the <eot> position.",
+                     "Positions count from 0: subtract one, or find the <eot> id directly.")
+    if torch.equal(answer, torch.full_like(answer, length - 1)):
+        return wrong("that is the last position of every row, which is padding.",
+                     "Captions have different lengths; find where each one's <eot> is.")
+    right = (answer == eot).sum().item()
+    return wrong(f"{right} of {b} positions are right.",
+                 "For each row, the index where tokens == eot_id: (tokens == eot_id).int().argmax(dim=1).")
