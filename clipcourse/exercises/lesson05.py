@@ -1,0 +1,142 @@
+"""Lesson 05, the temperature dial: checkers for the exercises.
+
+Both exercises work on one fixed batch, `exercise_similarities()`: 8 images against 8 captions,
+already cosine similarities (so nothing to normalise), positives on the diagonal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import Feedback, correct, not_attempted, wrong
+
+BATCH, DIM = 8, 16
+TAU_EFFECTIVE = 0.1       # exercise 1: effective number of negatives of every row at this τ
+TAU_GRADIENT = 0.05       # exercise 2: the gradient of row 0's loss at this τ
+ROW = 0
+
+
+def exercise_similarities() -> torch.Tensor:
+    """The exercises' batch: (8, 8) cosine similarities, positives on the diagonal, float64."""
+    g = torch.Generator().manual_seed(5)
+    img = F.normalize(torch.randn(BATCH, DIM, generator=g, dtype=torch.float64), dim=-1)
+    txt = F.normalize(img + 0.9 * torch.randn(BATCH, DIM, generator=g, dtype=torch.float64), dim=-1)
+    return img @ txt.T
+
+
+def _as_tensor(answer, shape: tuple[int, ...], what: str) -> tuple[torch.Tensor | None, Feedback | None]:
+    if not isinstance(answer, torch.Tensor):
+        try:
+            answer = torch.as_tensor(answer, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            return None, wrong(f"{what} should be a tensor, got {type(answer).__name__}.")
+    answer = answer.detach().to(torch.float64).cpu()
+    if tuple(answer.shape) != shape:
+        hint = ""
+        if answer.numel() == 1:
+            hint = "One number for the whole batch? Keep one value per row: reduce over dim=-1 only."
+        elif answer.ndim == 2 and len(shape) == 1:
+            hint = "You have a whole matrix; reduce each row to one number (sum over dim=-1)."
+        return None, wrong(f"{what} should have shape {shape}, got {tuple(answer.shape)}.", hint)
+    if not torch.isfinite(answer).all():
+        return None, wrong(f"{what} contains NaN or infinity.",
+                           "Entropy needs p * log(p) with 0 * log 0 = 0: torch.special.xlogy(p, p) does that.")
+    return answer, None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(dim=-1)
+
+
+def reference_effective_negatives(sims: torch.Tensor | None = None, tau: float = TAU_EFFECTIVE) -> torch.Tensor:
+    """exp(entropy of softmax(sims / τ)) for every row: (B,)."""
+    sims = exercise_similarities() if sims is None else sims
+    return _entropy(torch.softmax(sims / tau, dim=-1)).exp()
+
+
+def check_effective_negatives(answer) -> Feedback:
+    """Exercise 1: the effective number of negatives exp(H) of every row of the batch at τ = 0.1."""
+    if answer is None:
+        return not_attempted("a tensor of 8 numbers: exp(entropy) of each row's softmax(sims / τ)")
+    a, problem = _as_tensor(answer, (BATCH,), "Your answer")
+    if problem is not None:
+        return problem
+    s = exercise_similarities()
+    want = reference_effective_negatives(s)
+    if _close(a, want):
+        return correct(f"Each image spreads its probability over between {want.min():.1f} and "
+                       f"{want.max():.1f} captions at τ = {TAU_EFFECTIVE}.")
+    p = torch.softmax(s / TAU_EFFECTIVE, dim=-1)
+    h = _entropy(p)
+    if _close(a, h):
+        return wrong("these are the entropies themselves, in nats.",
+                     "The effective number is exp(entropy): torch.exp(H).")
+    if _close(a, torch.exp(-h)) or _close(a, 1 / want):
+        return wrong("the sign of the entropy is flipped: your numbers are below 1.",
+                     "H = -Σ p log p is positive; exp(H) is between 1 and the batch size.")
+    if _close(a, torch.exp2(h)) or _close(a, torch.exp(h / math.log(2))):
+        return wrong("the logarithm and the exponential don't match: nats with 2**H, or bits (log2) with exp.",
+                     "Use exp(H) with H in nats (natural log), or 2**H with H in bits (log2); don't mix them.")
+    if _close(a, _entropy(torch.softmax(s, dim=-1)).exp()):
+        return wrong("you took the softmax of the raw similarities: τ is missing.",
+                     f"Divide the similarities by τ = {TAU_EFFECTIVE} before the softmax.")
+    if _close(a, _entropy(torch.softmax(s * TAU_EFFECTIVE, dim=-1)).exp()):
+        return wrong("you multiplied by τ; the logits are similarities divided by τ.",
+                     "logits = sims / τ: a small τ makes the logits large and the softmax sharp.")
+    if _close(a, _entropy(torch.softmax(s / TAU_EFFECTIVE, dim=0).T).exp()):
+        return wrong("you normalised the columns (dim=0): that is the text→image direction.",
+                     "For each image (row), take the softmax over the captions: dim=-1.")
+    return wrong("not the expected numbers, and not one of the usual slips.",
+                 "p = torch.softmax(sims / tau, dim=-1); H = -(p * p.log()).sum(-1); answer = H.exp().")
+
+
+def reference_gradient(sims: torch.Tensor | None = None, tau: float = TAU_GRADIENT, row: int = ROW) -> torch.Tensor:
+    """∂ℓ_row/∂s_row,j of the row's image→text loss ℓ = -log P_row,row: (P - one_hot) / τ, (B,)."""
+    sims = exercise_similarities() if sims is None else sims
+    p = torch.softmax(sims[row] / tau, dim=-1)
+    return (p - F.one_hot(torch.tensor(row), len(p)).to(p.dtype)) / tau
+
+
+def check_gradient_weights(answer) -> Feedback:
+    """Exercise 2: the gradient of row 0's loss -log P_00 with respect to s_00 .. s_07, at τ = 0.05."""
+    if answer is None:
+        return not_attempted("a tensor of 8 numbers: ∂(-log P_00)/∂s_0j for j = 0..7")
+    a, problem = _as_tensor(answer, (BATCH,), "Your answer")
+    if problem is not None:
+        return problem
+    s = exercise_similarities()
+    want = reference_gradient(s)
+    if _close(a, want):
+        neg = torch.arange(BATCH) != ROW
+        return correct(f"The positive is pulled with {-want[ROW]:.2f}, and the negatives' pushes add "
+                       f"up to the same {want[neg].sum():.2f}; the hardest gets {want[neg].max():.2f}.")
+    p = torch.softmax(s[ROW] / TAU_GRADIENT, dim=-1)
+    one_hot = F.one_hot(torch.tensor(ROW), BATCH).to(p.dtype)
+    if _close(a, -want):
+        return wrong("the sign is flipped: that is the direction that would raise the loss.",
+                     "For a negative j the gradient P_0j / τ is positive: raising s_0j raises the loss.")
+    if _close(a, p - one_hot):
+        return wrong("the 1/τ is missing.", "The logits are s / τ, so the chain rule brings a factor 1/τ.")
+    if _close(a, (p - one_hot) * TAU_GRADIENT):
+        return wrong("you multiplied by τ instead of dividing.",
+                     "d(s/τ)/ds = 1/τ: divide by τ.")
+    if _close(a, p / TAU_GRADIENT):
+        return wrong("the negatives are right, but the positive's entry misses the -1.",
+                     "ℓ = -s_00/τ + log Σ_j exp(s_0j/τ): the first term adds -1/τ at j = 0.")
+    if _close(a, p):
+        return wrong("these are the probabilities P_0j, not the gradient.",
+                     "The gradient is (P_0j - [j = 0]) / τ.")
+    p_wrong_tau = torch.softmax(s[ROW], dim=-1)
+    if _close(a, (p_wrong_tau - one_hot) / TAU_GRADIENT) or _close(a, p_wrong_tau - one_hot):
+        return wrong("your probabilities come from the raw similarities: τ is missing in the softmax.",
+                     "P_0j = softmax(s_0 / τ)_j.")
+    return wrong("not the expected gradient, and not one of the usual slips.",
+                 "Compute it by hand as (softmax(s[0] / τ) - one_hot(0)) / τ, or let autograd do it: "
+                 "s = sims[0].clone().requires_grad_(); F.cross_entropy(s[None] / τ, torch.tensor([0])).backward().")
