@@ -48,6 +48,24 @@ def bench_train(threads: int = 2, seed: int = 0) -> dict:
             "final_tau": history.temperature[-1], "final_loss": history.loss[-1]}
 
 
+def bench_sweep(threads: int = 2, seeds=(0, 1, 2), n_taus: int = 7) -> dict:
+    """The temperature experiment of lesson 07 at benchmark size: 7 log-spaced fixed τ in
+    [0.01, 1] plus learnable τ, 3 seeds each; total wall seconds and accuracy per τ."""
+    from clipcourse import experiments
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    rows = experiments.sweep(experiments.log_spaced(0.01, 1.0, n_taus), seeds, device="cpu")
+    sweep_s = time.perf_counter() - t0
+    summary = experiments.summarize(rows)
+    learn = summary["learnable"]
+    return {"sweep_s": sweep_s,
+            "sweep": [{"tau": r["tau"], "acc_mean": r["acc_mean"], "acc_std": r["acc_std"]}
+                      for r in summary["sweep"]],
+            "learnable": {"final_tau": learn["final_tau_mean"], "acc_mean": learn["acc_mean"],
+                          "acc_std": learn["acc_std"]}}
+
+
 def bench_data(n: int = 20000, repeats: int = 5) -> dict:
     """ShapesWorld rendering speed on one thread: images of 32×32 per second (median)."""
     from clipcourse import data
@@ -103,7 +121,8 @@ def bench_slider() -> dict:
     return slider.measure()
 
 
-PARTS = {"data": bench_data, "train": bench_train, "loss": bench_loss, "slider": bench_slider}
+PARTS = {"data": bench_data, "train": bench_train, "sweep": bench_sweep, "loss": bench_loss,
+         "slider": bench_slider}
 
 
 def main(argv=None) -> dict:
@@ -123,7 +142,12 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nclipcourse benchmark, {results['date']}, {results['machine']}")
     for key, value in results.items():
-        if key not in ("date", "machine", "sweep"):
+        if key == "sweep":
+            for r in value:
+                print(f"  sweep τ={r['tau']:<8.3g}   acc {r['acc_mean']:.3f} ± {r['acc_std']:.3f}")
+        elif key == "learnable":
+            print(f"  learnable τ→{value['final_tau']:.3g}   acc {value['acc_mean']:.3f} ± {value['acc_std']:.3f}")
+        elif key not in ("date", "machine"):
             print(f"  {key:22s} {value:.4g}" if isinstance(value, float) else f"  {key:22s} {value}")
     return results
 

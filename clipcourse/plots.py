@@ -167,3 +167,112 @@ def gradient_row(grad: torch.Tensor, positive: int, title: str = "", ax=None):
     ax.axhline(0, color="black", lw=0.8)
     ax.set(title=title, xlabel="caption j", ylabel="d loss / d similarity")
     return fig
+
+
+# --- lessons 06-08 ---
+
+def temperature_trajectories(trajectories: dict[str, Sequence[float]], ax=None, bounds=(0.01, 1.0),
+                             init: float | None = 0.07, reference: dict[str, float] | None = None):
+    """τ against the step for one or more runs, on a log scale, with the clamp's bounds (lesson 07)."""
+    fig, ax = _axes(ax, figsize=(6, 3.5))
+    for label, taus in trajectories.items():
+        ax.plot(np.arange(1, len(taus) + 1), taus, label=label)
+    for b in bounds:
+        ax.axhline(b, color="gray", ls=":", lw=1)
+    if init is not None:
+        ax.axhline(init, color="tab:gray", ls="--", lw=1, label=f"start (τ = {init:g})")
+    for label, tau in (reference or {}).items():
+        ax.axhline(tau, color="tab:green", ls="-.", lw=1, label=label)
+    ax.set(yscale="log", xlabel="step", ylabel="τ", title="τ during training", ylim=(bounds[0] * 0.8, bounds[1] * 1.25))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def metrics_vs_temperature(taus: Sequence[float], metrics: dict[str, tuple[Sequence[float], Sequence[float]]],
+                           learnable: dict[str, tuple[float, float]] | None = None, axes=None):
+    """One panel per metric {name: (means, stds)} against a fixed τ (log axis), learnable τ as a band."""
+    if axes is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), layout="constrained",
+                                 squeeze=False)
+        axes = axes.flat
+    fig = None
+    for ax, (name, (mean, std)) in zip(axes, metrics.items()):
+        fig = ax.figure
+        ax.errorbar(taus, mean, yerr=std, marker="o", capsize=3, label="fixed τ")
+        if learnable and name in learnable:
+            m, s = learnable[name]
+            ax.axhspan(m - s, m + s, color="tab:orange", alpha=0.25, label="learnable τ")
+            ax.axhline(m, color="tab:orange")
+        ax.set(xscale="log", xlabel="τ", title=name)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def per_class_accuracy(names: Sequence[str], accuracies: Sequence[float], title: str = "accuracy per class",
+                       ax=None, chance: float | None = None):
+    """Horizontal bars of accuracy per class, lowest at the top (lesson 08)."""
+    fig, ax = _axes(ax, figsize=(5, 0.3 * len(names) + 1.2))
+    order = np.argsort(accuracies)
+    ax.barh(np.arange(len(names)), np.asarray(accuracies)[order], color="tab:blue")
+    ax.set_yticks(np.arange(len(names)), [names[i] for i in order], fontsize=8)
+    if chance is not None:
+        ax.axvline(chance, color="tab:red", ls=":", label="chance")
+        ax.legend(fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="accuracy", title=title)
+    return fig
+
+
+def confusion_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
+                     title: str = "confusion", ax=None, xlabel: str = "predicted", ylabel: str = "true"):
+    """A count matrix as a heatmap with each count written in its cell (lesson 08)."""
+    m = torch.as_tensor(matrix).detach().cpu()
+    col_labels = row_labels if col_labels is None else col_labels
+    fig, ax = _axes(ax, figsize=(0.45 * len(col_labels) + 2, 0.4 * len(row_labels) + 1.5))
+    ax.imshow(m.numpy(), cmap="Blues")
+    for (i, j), v in np.ndenumerate(m.numpy()):
+        if v:
+            ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=7,
+                    color="white" if v > m.max().item() / 2 else "black")
+    ax.set_xticks(np.arange(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(row_labels)), row_labels, fontsize=8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig
+
+
+def image_to_text_examples(images: torch.Tensor, captions: Sequence[Sequence[str]], scores: torch.Tensor,
+                           correct: Sequence[Sequence[bool]] | None = None):
+    """Each query image beside its top-k captions with their similarities; right ones in green (lesson 08)."""
+    n, k = len(images), len(captions[0])
+    fig, axes = plt.subplots(n, 2, figsize=(7, 1.25 * n), layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 4]})
+    for i in range(n):
+        axes[i, 0].imshow(images[i].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+        axes[i, 0].axis("off")
+        ax = axes[i, 1]
+        ax.axis("off")
+        for r in range(k):
+            ok = correct[i][r] if correct is not None else None
+            color = "black" if ok is None else ("tab:green" if ok else "tab:red")
+            ax.text(0, 1 - (r + 0.5) / k, f"{r + 1}. {float(scores[i][r]):+.3f}  {captions[i][r]}",
+                    va="center", fontsize=8, color=color, transform=ax.transAxes)
+    return fig
+
+
+def text_to_image_examples(queries: Sequence[str], images: torch.Tensor, scores: torch.Tensor,
+                           correct: Sequence[Sequence[bool]] | None = None):
+    """Each text query (a row) with its top-k images (Q, k, 3, H, W), framed green when right (lesson 08)."""
+    q, k = images.shape[:2]
+    fig, axes = plt.subplots(q, k, figsize=(1.3 * k + 1.5, 1.45 * q), layout="constrained", squeeze=False)
+    for i in range(q):
+        for r in range(k):
+            ax = axes[i, r]
+            ax.imshow(images[i, r].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if correct is not None:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:green" if correct[i][r] else "tab:red")
+                    spine.set_linewidth(2.5)
+            ax.set_title(f"{float(scores[i][r]):+.3f}", fontsize=7)
+        axes[i, 0].set_ylabel(_wrap(queries[i], 14), fontsize=8, rotation=0, ha="right", va="center")
+    return fig

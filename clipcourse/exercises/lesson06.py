@@ -1,0 +1,134 @@
+"""Lesson 06 exercise: write one training step of CLIP.
+
+`check_training_step(fn)` runs your `fn(model, optimizer, images, tokens)` twice on a tiny model
+and compares it, step by step, with the reference step on an identical twin: forward, loss,
+zero_grad, backward, optimiser step, clamp of the temperature.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from . import Feedback, correct, not_attempted, wrong
+
+
+def reference_step(model, optimizer, images, tokens) -> float:
+    """One CLIP training step, as train.train takes it; returns the loss."""
+    from ..loss import clip_loss
+
+    image_features, text_features, temperature = model(images, tokens)
+    loss = clip_loss(image_features, text_features, temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.temperature.clamp_()              # τ back into [0.01, 1]
+    return loss.item()
+
+
+def _setup():
+    """A tiny seeded model whose logit_scale starts *above* the clamp, its optimiser and a batch."""
+    from .. import data, train
+    from ..encoders import ImageEncoderConfig, TextEncoderConfig
+    from ..model import build_model
+    from ..text import Tokenizer
+
+    tok = Tokenizer.for_shapesworld()
+    model = build_model(tok, seed=0, embed_dim=16, image=ImageEncoderConfig(resolution=16, widths=(8, 16)),
+                        text=TextEncoderConfig(width=16, heads=2))
+    with torch.no_grad():
+        model.temperature.logit_scale.fill_(math.log(100) + 0.5)   # τ below 0.01: the clamp must act
+    model.train()
+    world = data.ShapesWorld.generate(12, seed=0, resolution=16)
+    batches = [(data.to_float(world.images[i:i + 6]), tok(world.captions[i:i + 6])) for i in (0, 6)]
+
+    def optimizer_for(m):
+        return torch.optim.AdamW(train.parameter_groups(m, 0.05), lr=1e-2)
+
+    return model, optimizer_for, batches
+
+
+def _same(a, b, *, weights_only: bool = False) -> bool:
+    """Do two twins hold the same parameters (weights_only: all but logit_scale, which the clamp moves)?"""
+    pairs = zip(a.named_parameters(), b.named_parameters())
+    return all(torch.allclose(p, q, atol=1e-6, rtol=1e-5) for (name, p), (_, q) in pairs
+               if not (weights_only and "logit_scale" in name))
+
+
+def _as_float(value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def check_training_step(answer) -> Feedback:
+    """Check `answer(model, optimizer, images, tokens) -> loss` against the reference step."""
+    if answer is None:
+        return not_attempted("a function training_step(model, optimizer, images, tokens) that takes one step")
+    if not callable(answer):
+        return wrong(f"expected a function, got a {type(answer).__name__}.",
+                     "Define `def training_step(model, optimizer, images, tokens): ...` and set answer = training_step.")
+    from ..loss import clip_loss
+
+    mine, optimizer_for, batches = _setup()
+    ref = copy.deepcopy(mine)
+    start = copy.deepcopy(mine)
+    opt_mine, opt_ref = optimizer_for(mine), optimizer_for(ref)
+    ceiling = math.log(100)
+
+    # what the first loss would be with the usual mistakes about τ
+    images, tokens = batches[0]
+    with torch.no_grad():
+        img, txt, tau = copy.deepcopy(start)(images, tokens)
+        variants = {"right": clip_loss(img, txt, tau).item(), "no_tau": clip_loss(img, txt, 1.0).item(),
+                    "times_tau": clip_loss(img, txt, 1 / tau).item()}
+
+    for step, (images, tokens) in enumerate(batches, 1):
+        try:
+            returned = answer(mine, opt_mine, images.clone(), tokens.clone())
+        except Exception as e:  # the learner's code: report, don't crash the lesson
+            return wrong(f"your function raised {type(e).__name__}: {e}",
+                         "Follow the five lines of the hand-built loop: forward, loss, zero_grad, backward, step, clamp.")
+        expected = reference_step(ref, opt_ref, images, tokens)
+        value = _as_float(returned)
+        if value is None:
+            return wrong(f"your function returned {type(returned).__name__}, not the loss.",
+                         "End with `return loss.item()` (or return the loss tensor).")
+        if step == 1 and not math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-5):
+            if math.isclose(value, variants["no_tau"], rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("the loss ignores the temperature.",
+                             "model(images, tokens) returns (image_features, text_features, temperature): "
+                             "pass all three to clip_loss.")
+            if math.isclose(value, variants["times_tau"], rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("the similarities were multiplied by τ instead of divided by it.",
+                             "clip_loss(image_features, text_features, temperature) divides by τ for you.")
+            return wrong(f"the loss you returned ({value:.4f}) is not CLIP's loss on this batch ({expected:.4f}).",
+                         "Use loss = clip_loss(*model(images, tokens)) with the model in training mode.")
+        if step == 1:
+            grads = [p.grad for p in mine.parameters() if p.requires_grad and p is not mine.logit_scale]
+            if _same(mine, start, weights_only=True):
+                if all(g is None for g in grads):
+                    return wrong("the weights did not move and no gradient reached them.",
+                                 "Call loss.backward() after optimizer.zero_grad() and before optimizer.step() "
+                                 "(zero_grad between backward and step throws the gradients away).")
+                return wrong("the weights did not move although gradients were computed.",
+                             "Call optimizer.step() after loss.backward().")
+            if all(g is None or not g.any() for g in grads):
+                return wrong("the gradients were zero when the optimiser stepped.",
+                             "Zero the gradients *before* loss.backward(), not between backward and step.")
+            if mine.logit_scale.item() > ceiling + 1e-6:
+                return wrong(f"logit_scale is {mine.logit_scale.item():.4f}, above ln 100 = {ceiling:.4f}: "
+                             "τ fell below 0.01.",
+                             "After optimizer.step(), call model.temperature.clamp_().")
+            if not _same(mine, ref):
+                return wrong("after one step your weights differ from the reference step's.",
+                             "Use the optimizer you are given, one step per call, and no other changes to the model.")
+        elif not _same(mine, ref):
+            return wrong("the first step was right but the second went elsewhere: the gradients of the "
+                         "first batch were still there.",
+                         "Call optimizer.zero_grad() every step: PyTorch adds new gradients to old ones.")
+    return correct("forward → clip_loss → zero_grad → backward → step → clamp: the same as train.train.")

@@ -1,0 +1,88 @@
+"""Lesson 07 exercises: reading a logged logit_scale, and the clamp's bounds in logit_scale units.
+
+Both are about the one trap that catches everyone: CLIP stores log(1/τ), not τ.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import Feedback, correct, not_attempted, wrong
+
+LOGGED_LOGIT_SCALE = 3.0   # the value in the exercise's training log
+
+
+def _number(answer):
+    try:
+        import torch
+
+        if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+            return float(answer)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return float(answer)
+    return None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-6)
+
+
+def check_temperature_from_logit_scale(answer) -> Feedback:
+    """The τ a model uses when its log shows logit_scale = 3.0: exp(-3) ≈ 0.0498."""
+    if answer is None:
+        return not_attempted(f"the τ that logit_scale = {LOGGED_LOGIT_SCALE} stands for (a number)")
+    value = _number(answer)
+    if value is None:
+        return wrong(f"expected a number, got a {type(answer).__name__}.", "For example answer = math.exp(-3.0).")
+    s = LOGGED_LOGIT_SCALE
+    tau = math.exp(-s)
+    if _close(value, tau):
+        return correct(f"τ = exp(-{s:g}) = {tau:.4f}: the similarities are multiplied by exp({s:g}) = {math.exp(s):.1f}.")
+    if _close(value, s):
+        return wrong(f"{value:g} is the raw logit_scale, the number in the log, not τ.",
+                     "logit_scale = log(1/τ), so τ = exp(-logit_scale).")
+    if _close(value, math.exp(s)):
+        return wrong(f"{value:.2f} = exp(logit_scale) is the multiplier 1/τ, not τ itself.",
+                     "τ is one over that: exp(-logit_scale).")
+    if _close(value, 1 / s):
+        return wrong(f"{value:.4f} = 1/logit_scale: that forgets that logit_scale is a logarithm.",
+                     "Undo the log first: 1/τ = exp(logit_scale), so τ = exp(-logit_scale).")
+    if _close(value, math.log(s)) or _close(value, -math.log(s)):
+        return wrong(f"{value:.4f} takes a logarithm of logit_scale; it is already one.",
+                     "Exponentiate instead: τ = exp(-logit_scale).")
+    if value <= 0:
+        return wrong(f"τ must be positive, got {value:g}: that is one reason CLIP stores log(1/τ).",
+                     "τ = exp(-logit_scale) is positive for any logit_scale.")
+    return wrong(f"{value:g} is not the τ behind logit_scale = {s:g}.", "τ = exp(-logit_scale).")
+
+
+def check_logit_scale_bounds(answer) -> Feedback:
+    """The clamp keeps τ in [0.01, 1]; in logit_scale units that is (low, high) = (0, ln 100)."""
+    if answer is None:
+        return not_attempted("a pair (low, high): the range the clamp keeps logit_scale in")
+    try:
+        low, high = (_number(v) for v in answer)
+    except (TypeError, ValueError):
+        return wrong(f"expected a pair (low, high) of numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
+    if low is None or high is None:
+        return wrong(f"expected two numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
+    lo, hi = 0.0, math.log(100)
+    if _close(low, lo) and _close(high, hi):
+        return correct(f"logit_scale ∈ [0, ln 100 = {hi:.3f}] ⇔ 1/τ ∈ [1, 100] ⇔ τ ∈ [0.01, 1].")
+    if _close(low, hi) and _close(high, lo):
+        return wrong("right numbers, wrong order: low first.", "answer = (low, high).")
+    if {round(low, 4), round(high, 4)} == {0.01, 1.0}:
+        return wrong("those are the bounds on τ itself; the question asks about logit_scale = log(1/τ).",
+                     "Apply log(1/τ) to each bound (and mind which becomes the lower one).")
+    if {round(low, 4), round(high, 4)} == {1.0, 100.0}:
+        return wrong("those are the bounds on the multiplier 1/τ = exp(logit_scale), not on logit_scale.",
+                     "Take the logarithm of each.")
+    if _close(low, -hi) and _close(high, lo):
+        return wrong("those are the bounds on log τ; CLIP stores log(1/τ) = -log τ.",
+                     "Flip the sign of each bound (and the order).")
+    if _close(low, lo) and _close(high, math.log10(100)):
+        return wrong("ln, not log10: PyTorch's log and exp are natural.", "math.log(100) ≈ 4.605.")
+    return wrong(f"({low:g}, {high:g}) is not the range of logit_scale.",
+                 "logit_scale = log(1/τ); compute it at τ = 1 and at τ = 0.01.")

@@ -1,0 +1,83 @@
+"""The temperature sweep, run small: the rows it returns, their summary, and the helpers."""
+
+import math
+
+import pytest
+
+from clipcourse import experiments
+from clipcourse.temperature import INIT_TEMPERATURE
+
+SMALL = dict(steps=3, n_train=192, n_heldout=48, batch_size=32, widths=(8, 16), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return experiments.sweep([0.05, 0.5], seeds=[0, 1], **SMALL)
+
+
+def test_one_row_per_run_with_every_metric(rows):
+    assert [(r["tau"], r["learnable"], r["seed"]) for r in rows] == [
+        (0.05, False, 0), (0.5, False, 0), (INIT_TEMPERATURE, True, 0),
+        (0.05, False, 1), (0.5, False, 1), (INIT_TEMPERATURE, True, 1)]
+    for r in rows:
+        assert 0.0 <= r["heldout_acc"] <= 1.0 and 0.0 <= r["train_combo_acc"] <= 1.0
+        assert 0.0 <= r["alignment"] <= 4.0                     # squared distances on the unit sphere
+        assert -4.0 <= r["uniformity"] <= 0.0
+        assert len(r["tau_trajectory"]) == SMALL["steps"]
+        assert math.isfinite(r["final_loss"])
+        if r["learnable"]:
+            assert 0.01 <= r["final_tau"] <= 1.0 and r["final_tau"] != pytest.approx(INIT_TEMPERATURE, abs=0)
+        else:
+            assert r["final_tau"] == pytest.approx(r["tau"]) and set(r["tau_trajectory"]) == {r["final_tau"]}
+
+
+def test_seeded(rows):
+    again = experiments.sweep([0.05], seeds=[1], learnable=False, **SMALL)
+    assert again[0]["heldout_acc"] == rows[3]["heldout_acc"]
+    assert again[0]["final_loss"] == pytest.approx(rows[3]["final_loss"])
+
+
+def test_summarize_means_and_stds(rows):
+    s = experiments.summarize(rows)
+    assert [e["tau"] for e in s["sweep"]] == [0.05, 0.5]
+    first = s["sweep"][0]
+    accs = [rows[0]["heldout_acc"], rows[3]["heldout_acc"]]
+    assert first["n_seeds"] == 2
+    assert first["acc_mean"] == pytest.approx(sum(accs) / 2)
+    assert first["acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+    assert s["learnable"]["tau"] == INIT_TEMPERATURE and s["learnable"]["n_seeds"] == 2
+    for key in ("final_tau", "alignment", "uniformity", "train_combo_acc"):
+        assert f"{key}_mean" in first and f"{key}_std" in s["learnable"]
+    assert experiments.summarize(rows[:2])["learnable"] is None
+    assert experiments.summarize(rows[:1])["sweep"][0]["acc_std"] == 0.0
+
+
+def test_callbacks_reach_the_runs_they_are_meant_for():
+    from clipcourse import train
+
+    seen = []
+
+    class Spy(train.Callback):
+        def __init__(self, run):
+            self.run = run
+
+        def on_train_end(self, state):
+            seen.append((self.run["tau"], self.run["learnable"], state.step))
+
+    experiments.sweep([0.1], seeds=[0], callbacks=lambda run: [Spy(run)] if run["learnable"] else [], **SMALL)
+    assert seen == [(INIT_TEMPERATURE, True, SMALL["steps"])]
+
+
+def test_log_spaced_and_clearly_below():
+    taus = experiments.log_spaced(0.01, 1.0, 5)
+    assert taus[0] == pytest.approx(0.01) and taus[-1] == pytest.approx(1.0)
+    assert taus[2] == pytest.approx(0.1)
+    ratios = [b / a for a, b in zip(taus, taus[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 4)
+    with pytest.raises(ValueError):
+        experiments.log_spaced(0.1, 0.01, 3)
+    assert experiments.clearly_below(0.3, 0.02, 0.5, 0.02)
+    assert not experiments.clearly_below(0.47, 0.0, 0.5, 0.0)    # within the margin
+    assert not experiments.clearly_below(0.3, 0.1, 0.5, 0.15)    # within the seeds' spread
+    with pytest.raises(ValueError, match="nothing to run"):
+        experiments.sweep([], seeds=[0], learnable=False, **SMALL)
