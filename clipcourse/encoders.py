@@ -17,6 +17,7 @@ class ImageEncoderConfig:
     kind: str = "cnn"                    # "cnn" (default, fastest on a CPU) or "vit" (a tiny ViT)
     resolution: int = 32                 # input images are (3, resolution, resolution)
     widths: tuple[int, ...] = (32, 64, 128)  # cnn: channels of each stride-2 stage
+    convs_per_stage: int = 2             # cnn: 3x3 convolutions per stage (the first has stride 2)
     patch_size: int = 4                  # vit: pixels per patch side
     vit_width: int = 96                  # vit: token width
     vit_layers: int = 2                  # vit: transformer blocks
@@ -40,11 +41,10 @@ class ConvImageEncoder(nn.Module):
         super().__init__()
         layers, c_in = [], 3
         for c_out in cfg.widths:
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-            c_in = c_out
+            for k in range(cfg.convs_per_stage):
+                layers += [nn.Conv2d(c_in, c_out, 3, stride=2 if k == 0 else 1, padding=1, bias=False),
+                           nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                c_in = c_out
         self.net = nn.Sequential(*layers)
         self.width = c_in
 
