@@ -35,7 +35,8 @@ def log_spaced(low: float = 0.01, high: float = 1.0, n: int = 5) -> list[float]:
 def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train: int = 8000, *,
           learnable: bool = True, resolution: int = 16, widths: tuple[int, ...] = (24, 48, 96),
           batch_size: int = 128, lr: float = 3e-3, n_heldout: int = 1000, data_seed: int = 0,
-          device: str = "auto", callbacks: Callable[[dict], list] | None = None) -> list[dict]:
+          device: str = "auto", threads: int | None = 1,
+          callbacks: Callable[[dict], list] | None = None) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
@@ -43,7 +44,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
     image-caption features, and tau_trajectory (τ after every step).
     `callbacks(run) -> list of Callbacks` may attach e.g. a dashboard to some runs; `run` is a
-    dict with tau, learnable and seed.
+    dict with tau, learnable and seed. These small models train fastest on one CPU thread
+    (benchmarks/NOTES.md), hence `threads=1`; None leaves torch's setting.
     """
     if not taus and not learnable:
         raise ValueError("nothing to run: give at least one τ or learnable=True")
@@ -66,7 +68,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
             run = dict(run, seed=int(seed))
             model = build_model(tok, seed=run["seed"], image=ImageEncoderConfig(resolution=resolution, widths=widths),
                                 learnable_temperature=run["learnable"], temperature=run["tau"])
-            cfg = train.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=run["seed"], device=device)
+            cfg = train.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=run["seed"], device=device,
+                                    threads=threads)
             model, history = train.train(model, world.images, tokens, cfg, progress=False,
                                          callbacks=callbacks(run) if callbacks else None)
             classes = evaluate.zero_shot_classifier(model, tok, classnames)
