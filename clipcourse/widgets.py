@@ -406,12 +406,38 @@ def _set_selector(names: Sequence[str]):
 
 
 class _Displayable:
-    """Shows `self.widget` when the object ends a notebook cell."""
+    """What both explorers share: shown as `self.widget` when the object ends a notebook cell, and
+    driven from Python through the τ slider and the embeddings selector."""
 
     widget = None
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+    @property
+    def value(self) -> float:
+        """τ, as the slider shows it."""
+        return float(self.slider.value)
+
+    @value.setter
+    def value(self, tau: float) -> None:
+        self.slider.value = tau            # the slider's observer redraws
+
+    def set_temperature(self, tau: float) -> dict:
+        """Move the slider to τ (clipped to its range); return the readouts."""
+        self.value = tau
+        return self.readouts
+
+    def set_embeddings(self, name: str) -> dict:
+        """Switch to the embeddings called `name`; return the readouts."""
+        if name not in self.sets:
+            raise KeyError(f"no embeddings named {name!r}; have {list(self.sets)}")
+        self.name = name
+        if self.set_selector is not None and self.set_selector.value != name:
+            self.set_selector.value = name              # its observer calls back here
+            return self.readouts
+        self._embeddings_changed()
+        return self.readouts
 
 
 # --- the temperature explorer --------------------------------------------------------------------
@@ -617,21 +643,7 @@ class TemperatureExplorer(_Displayable):
         self._select_row()
         self._redraw(full=True)
 
-    # -- driving it from Python --
-    @property
-    def value(self) -> float:
-        """τ, as the slider shows it."""
-        return float(self.slider.value)
-
-    @value.setter
-    def value(self, tau: float) -> None:
-        self.slider.value = tau            # the slider's observer redraws
-
-    def set_temperature(self, tau: float) -> dict:
-        """Move the slider to τ (clipped to its range); return the readouts."""
-        self.value = tau
-        return self.readouts
-
+    # -- driving it from Python (value, set_temperature, set_embeddings: see _Displayable) --
     def set_row(self, row: int) -> dict:
         """Show row `row` (image `row` against every caption)."""
         if not 0 <= row < self.batch_size:
@@ -644,17 +656,9 @@ class TemperatureExplorer(_Displayable):
         self._redraw(full=True)
         return self.readouts
 
-    def set_embeddings(self, name: str) -> dict:
-        """Switch to the embeddings called `name`."""
-        if name not in self.sets:
-            raise KeyError(f"no embeddings named {name!r}; have {list(self.sets)}")
-        self.name = name
-        if self.set_selector is not None and self.set_selector.value != name:
-            self.set_selector.value = name              # its observer calls back here
-            return self.readouts
+    def _embeddings_changed(self) -> None:
         self._select_row()
         self._redraw(full=True)
-        return self.readouts
 
     @property
     def readouts(self) -> dict:
@@ -813,35 +817,14 @@ class LossTemperatureExplorer(_Displayable):
         self.widget = W.VBox(rows + [self.readout.widget, self.view.widget])
         self._new_curve()
 
-    @property
-    def value(self) -> float:
-        """The start τ, as the slider shows it."""
-        return float(self.slider.value)
-
-    @value.setter
-    def value(self, tau: float) -> None:
-        self.slider.value = tau
-
-    def set_temperature(self, tau: float) -> dict:
-        """Start the descent from τ; return the readouts."""
-        self.value = tau
-        return self.readouts
-
+    # value and set_temperature (the start τ of the descent) and set_embeddings: see _Displayable
     def step(self, n: int = 1) -> dict:
         """Take n more steps of gradient descent (up to max_steps)."""
         self.steps_slider.value = min(self.steps_slider.value + n, self.max_steps)
         return self.readouts
 
-    def set_embeddings(self, name: str) -> dict:
-        """Switch to the embeddings called `name`."""
-        if name not in self.sets:
-            raise KeyError(f"no embeddings named {name!r}; have {list(self.sets)}")
-        self.name = name
-        if self.set_selector is not None and self.set_selector.value != name:
-            self.set_selector.value = name
-            return self.readouts
+    def _embeddings_changed(self) -> None:
         self._new_curve()
-        return self.readouts
 
     @property
     def readouts(self) -> dict:

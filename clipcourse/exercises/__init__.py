@@ -44,3 +44,13 @@ def correct(message: str = "") -> Feedback:
 
 def wrong(message: str, hint: str = "") -> Feedback:
     return Feedback(False, message, hint)
+
+
+def check_function(answer, what: str, hint: str) -> Feedback | None:
+    """The first checks of an exercise whose answer is a function: None is "not attempted", a
+    non-callable is diagnosed with `hint`; a callable returns None so the real checks can run."""
+    if answer is None:
+        return not_attempted(what)
+    if not callable(answer):
+        return wrong(f"expected a function, got a {type(answer).__name__}.", hint)
+    return None

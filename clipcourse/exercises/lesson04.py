@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..loss import clip_loss
-from . import Feedback, correct, not_attempted, wrong
+from . import Feedback, check_function, correct, not_attempted, wrong
 
 
 def _features(batch: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,11 +58,10 @@ def _mistakes(img: torch.Tensor, txt: torch.Tensor, tau: float):
 
 def check_clip_loss(fn) -> Feedback:
     """Does `fn(image_features, text_features, temperature)` compute CLIP's loss?"""
-    if fn is None:
-        return not_attempted("your function my_clip_loss")
-    if not callable(fn):
-        return wrong(f"expected a function, got {type(fn).__name__}.",
-                     "Pass the function itself: check_clip_loss(my_clip_loss), without calling it.")
+    feedback = check_function(fn, "your function my_clip_loss",
+                              "Pass the function itself: check_clip_loss(my_clip_loss), without calling it.")
+    if feedback is not None:
+        return feedback
     cases = [(8, 16, 0.1, 0), (5, 12, 0.07, 1), (6, 8, 0.5, 2)]
     for n, dim, tau, seed in cases:
         img, txt = _features(n, dim, seed)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from . import Feedback, correct, not_attempted, wrong
+from . import Feedback, check_function, correct, not_attempted, wrong
 
 
 def reference_step(model, optimizer, images, tokens) -> float:
@@ -67,11 +67,11 @@ def _as_float(value):
 
 def check_training_step(answer) -> Feedback:
     """Check `answer(model, optimizer, images, tokens) -> loss` against the reference step."""
-    if answer is None:
-        return not_attempted("a function training_step(model, optimizer, images, tokens) that takes one step")
-    if not callable(answer):
-        return wrong(f"expected a function, got a {type(answer).__name__}.",
-                     "Define `def training_step(model, optimizer, images, tokens): ...` and set answer = training_step.")
+    feedback = check_function(
+        answer, "a function training_step(model, optimizer, images, tokens) that takes one step",
+        "Define `def training_step(model, optimizer, images, tokens): ...` and set answer = training_step.")
+    if feedback is not None:
+        return feedback
     from ..loss import clip_loss
 
     mine, optimizer_for, batches = _setup()

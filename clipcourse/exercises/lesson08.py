@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Feedback, correct, not_attempted, wrong
+from . import Feedback, check_function, correct, not_attempted, wrong
 
 
 def _features() -> torch.Tensor:
@@ -24,11 +24,10 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def check_prompt_ensemble(answer) -> Feedback:
     """Check `answer(prompt_features (C, K, D)) -> class embeddings (C, D)`."""
-    if answer is None:
-        return not_attempted("a function ensemble(prompt_features) that returns one embedding per class")
-    if not callable(answer):
-        return wrong(f"expected a function, got a {type(answer).__name__}.",
-                     "Define `def ensemble(prompt_features): ...` and set answer = ensemble.")
+    feedback = check_function(answer, "a function ensemble(prompt_features) that returns one embedding per class",
+                              "Define `def ensemble(prompt_features): ...` and set answer = ensemble.")
+    if feedback is not None:
+        return feedback
     x = _features()
     C, K, D = x.shape
     try:
