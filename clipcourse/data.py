@@ -150,25 +150,37 @@ def render(scenes: torch.Tensor, resolution: int = 32, *, jitter: float = 0.0,
     centre = anchors[scenes[..., POS]] * res                                    # (N, 2, 2) as (x, y)
     wiggle = (torch.rand(n, 2, 2, generator=g) - 0.5) * (0.12 * res)
     centre = (centre + wiggle).clamp(radius[..., None], res - radius[..., None])
-    coords = torch.arange(res, dtype=torch.float32) + 0.5
-    x = coords.view(1, 1, 1, res)
-    y = coords.view(1, 1, res, 1)
-    u = (x - centre[..., 0, None, None]) / radius[..., None, None]              # (N, 2, H, W)
-    v = (y - centre[..., 1, None, None]) / radius[..., None, None]              # (N, 2, H, W)
-    present = scenes[..., PRESENT].bool()                                      # (N, 2)
-    mask = torch.zeros(n, 2, res, res, dtype=torch.bool)                       # (N, 2, H, W)
-    for s, shape_mask in enumerate(_SHAPE_MASKS):  # each object is drawn only as its own shape
-        sel = present & (scenes[..., SHAPE] == s)                              # (N, 2)
-        if sel.any():
-            mask[sel] = shape_mask(u[sel], v[sel])
     palette = torch.tensor(list(COLORS.values()), dtype=torch.float32)         # (C, 3)
     rgb = palette[scenes[..., COLOR]]                                          # (N, 2, 3)
     if jitter > 0:
         rgb = rgb + torch.randn(n, 2, 3, generator=g) * (255 * jitter)
     rgb = rgb.round().clamp(0, 255).to(torch.uint8)
-    img = torch.full((n, 3, res, res), 20, dtype=torch.uint8)                  # dark background
+    img = torch.empty(n, 3, res, res, dtype=torch.uint8)
+    for lo in range(0, n, _CHUNK):  # in chunks: the per-pixel tensors of all N at once are large
+        sl = slice(lo, lo + _CHUNK)
+        img[sl] = _paint(scenes[sl], centre[sl], radius[sl], rgb[sl], res)
+    return img
+
+
+_CHUNK = 2048  # scenes painted at once: ~40 MB of per-pixel temporaries at 32x32
+
+
+def _paint(scenes, centre, radius, rgb, res) -> torch.Tensor:
+    """Paint the objects of scenes (n, 2, 5) with their centres, radii and colours: (n, 3, res, res)."""
+    coords = torch.arange(res, dtype=torch.float32) + 0.5
+    x = coords.view(1, 1, 1, res)
+    y = coords.view(1, 1, res, 1)
+    u = (x - centre[..., 0, None, None]) / radius[..., None, None]              # (n, 2, H, W)
+    v = (y - centre[..., 1, None, None]) / radius[..., None, None]              # (n, 2, H, W)
+    present = scenes[..., PRESENT].bool()                                      # (n, 2)
+    mask = torch.zeros(len(scenes), 2, res, res, dtype=torch.bool)             # (n, 2, H, W)
+    for s, shape_mask in enumerate(_SHAPE_MASKS):  # each object is drawn only as its own shape
+        sel = present & (scenes[..., SHAPE] == s)                              # (n, 2)
+        if sel.any():
+            mask[sel] = shape_mask(u[sel], v[sel])
+    img = torch.full((len(scenes), 3, res, res), 20, dtype=torch.uint8)        # dark background
     for slot in range(2):  # slot 1 is painted over slot 0 where they touch
-        m = mask[:, slot, None]                                                # (N, 1, H, W)
+        m = mask[:, slot, None]                                                # (n, 1, H, W)
         img = torch.where(m, rgb[:, slot, :, None, None], img)
     return img
 

@@ -17,7 +17,7 @@ class ImageEncoderConfig:
     kind: str = "cnn"                    # "cnn" (default, fastest on a CPU) or "vit" (a tiny ViT)
     resolution: int = 32                 # input images are (3, resolution, resolution)
     widths: tuple[int, ...] = (32, 64, 128)  # cnn: channels of each stride-2 stage
-    convs_per_stage: int = 2             # cnn: 3x3 convolutions per stage (the first has stride 2)
+    convs_per_stage: int = 1             # cnn: 3x3 convolutions per stage (the first has stride 2)
     patch_size: int = 4                  # vit: pixels per patch side
     vit_width: int = 96                  # vit: token width
     vit_layers: int = 2                  # vit: transformer blocks
@@ -45,11 +45,13 @@ class ConvImageEncoder(nn.Module):
                 layers += [nn.Conv2d(c_in, c_out, 3, stride=2 if k == 0 else 1, padding=1, bias=False),
                            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
                 c_in = c_out
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.width = c_in
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.net(images)                 # (B, C, H/2^k, W/2^k)
+        # channels-last (NHWC) memory: the layout oneDNN's CPU convolutions run fastest in
+        # (about 10-20 % here, benchmarks/NOTES.md); the numbers are the same either way.
+        x = self.net(images.contiguous(memory_format=torch.channels_last))  # (B, C, H/2^k, W/2^k)
         return x.mean(dim=(2, 3))            # (B, C)
 
 
@@ -110,8 +112,12 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] != self.cfg.context_length:
             raise ValueError(f"tokens must have shape (B, {self.cfg.context_length}), got {tuple(tokens.shape)}")
-        x = self.token_embedding(tokens) + self.positional_embedding   # (B, L, W)
-        x = self.transformer(x, mask=self.attn_mask, is_causal=True)   # (B, L, W)
-        x = self.ln_final(x)
         eot = (tokens == self.cfg.eot_id).int().argmax(dim=1)          # (B,) position of <eot>
+        # Under the causal mask no position reads a later one, so the padding after the batch's
+        # last <eot> cannot change any <eot> feature: skip it (the same result, ~30 % less work).
+        n = int(eot.max()) + 1 if len(tokens) else 1
+        tokens = tokens[:, :n]                                         # (B, n)
+        x = self.token_embedding(tokens) + self.positional_embedding[:n]  # (B, n, W)
+        x = self.transformer(x, mask=self.attn_mask[:n, :n], is_causal=True)  # (B, n, W)
+        x = self.ln_final(x)
         return x[torch.arange(len(x), device=x.device), eot]           # (B, W)

@@ -5,16 +5,22 @@ data, and measures each on held-out colour x shape combinations: zero-shot accur
 alignment and uniformity of the held-out features. `summarize` turns its rows into means and
 standard deviations over seeds, one entry per τ.
 
-To fit a dozen runs into about a minute on a laptop CPU the runs are smaller than the lesson 06
-model: 16x16 images, a narrower CNN, fewer pairs and fewer steps. Accuracies are therefore lower
-than a full training reaches; what the sweep compares is the *shape* of accuracy against τ.
+To fit two dozen runs into about a minute and a half on a 2-core laptop CPU, each run is shorter
+than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 600, trained two at a time
+in worker processes of one thread each. Accuracies are therefore lower than a full training
+reaches; what the sweep compares is the *shape* of accuracy against τ.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
+import os
+import queue as queue_module
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -32,10 +38,146 @@ def log_spaced(low: float = 0.01, high: float = 1.0, n: int = 5) -> list[float]:
     return [low * (high / low) ** (i / (n - 1)) for i in range(n)]
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a sweep run needs besides its (τ, learnable, seed): small and picklable."""
+
+    steps: int
+    n_train: int
+    resolution: int
+    widths: tuple[int, ...]
+    convs_per_stage: int
+    batch_size: int
+    lr: float
+    n_heldout: int
+    data_seed: int
+    device: str
+    threads: int | None
+
+
+@functools.lru_cache(maxsize=2)
+def _data(setup: _Setup):
+    """The sweep's data, made once per process (seeded, so every worker makes the same)."""
+    tok = Tokenizer.for_shapesworld()
+    world = data.ShapesWorld.generate(setup.n_train, seed=setup.data_seed, resolution=setup.resolution)
+    held = data.ShapesWorld.generate(setup.n_heldout, split="heldout", seed=setup.data_seed + 1,
+                                     resolution=setup.resolution, two_object_prob=0.0)
+    seen = data.ShapesWorld.generate(setup.n_heldout, split="train", seed=setup.data_seed + 2,
+                                     resolution=setup.resolution, two_object_prob=0.0)
+    return tok, world, tok(world.captions), held, tok(held.captions), seen
+
+
+def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
+    """Train and measure one model of the sweep; return its row."""
+    tok, world, tokens, held, held_tokens, seen = _data(setup)
+    image = ImageEncoderConfig(resolution=setup.resolution, widths=setup.widths,
+                               convs_per_stage=setup.convs_per_stage)
+    model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
+                        temperature=run["tau"])
+    cfg = train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=run["seed"],
+                            device=setup.device, threads=setup.threads)
+    model, history = train.train(model, world.images, tokens, cfg, progress=False, callbacks=callbacks)
+    classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
+    held_img = evaluate.embed_images(model, held.images)
+    held_txt = evaluate.embed_texts(model, held_tokens)
+    seen_img = evaluate.embed_images(model, seen.images)
+    return dict(
+        run,
+        heldout_acc=evaluate.zero_shot_accuracy(held_img, classes, held.labels),
+        train_combo_acc=evaluate.zero_shot_accuracy(seen_img, classes, seen.labels),
+        final_tau=history.temperature[-1],
+        final_loss=history.loss[-1],
+        alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
+        uniformity=evaluate.uniformity(held_img.cpu()),
+        tau_trajectory=list(history.temperature),
+    )
+
+
+# --- Runs in worker processes -----------------------------------------------------------------
+# Each worker is a fresh Python process ("spawn") with one CPU thread. A run's callbacks stay in
+# the calling process (a live dashboard must draw there); the worker relays what they would
+# have seen, step by step, through a queue, and the caller replays it to them.
+
+_queue = None                              # the relay queue, in a worker process
+
+
+def _init_worker(queue, threads: int | None) -> None:
+    global _queue
+    _queue = queue
+    if threads:
+        torch.set_num_threads(threads)
+
+
+class _Relay(train.Callback):
+    """In a worker: send each event's numbers to the calling process."""
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def _send(self, event: str, state: train.TrainState) -> None:
+        _queue.put((self.key, event, dict(step=state.step, loss=state.loss, temperature=state.temperature,
+                                          accuracy=state.accuracy, metrics=dict(state.metrics))))
+
+    def on_train_start(self, state): self._send("on_train_start", state)
+    def on_step_end(self, state): self._send("on_step_end", state)
+    def on_evaluate(self, state): self._send("on_evaluate", state)
+    def on_train_end(self, state): self._send("on_train_end", state)
+
+
+def _run_in_worker(setup: _Setup, run: dict, key: int, relay: bool) -> dict:
+    return _run(setup, run, [_Relay(key)] if relay else [])
+
+
+def default_workers(device: str = "auto", threads: int | None = 1) -> int:
+    """How many runs to train at once: one per `threads` CPU cores on a CPU, one on a GPU."""
+    if train.resolve_device(device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // (threads or torch.get_num_threads()))
+
+
+def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int) -> list[dict]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    watchers = {k: list(callbacks(run)) if callbacks else [] for k, run in enumerate(jobs)}
+    states = {k: train.TrainState(model=None, optimizer=None,
+                                  config=train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size,
+                                                           lr=setup.lr, seed=run["seed"], device=setup.device))
+              for k, run in enumerate(jobs) if watchers[k]}
+
+    def replay(block: float) -> None:
+        try:
+            while True:
+                key, event, numbers = queue.get(timeout=block)
+                block = 0
+                state = states[key]
+                for name, value in numbers.items():
+                    setattr(state, name, value)
+                for cb in watchers[key]:
+                    getattr(cb, event)(state)
+        except queue_module.Empty:
+            pass
+
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(queue, setup.threads))
+    try:
+        # the watched runs first, so that the dashboard moves from the start
+        order = sorted(range(len(jobs)), key=lambda k: not watchers[k])
+        results = {k: pool.apply_async(_run_in_worker, (setup, jobs[k], k, bool(watchers[k]))) for k in order}
+        while not all(r.ready() for r in results.values()):
+            replay(0.05)
+        replay(0)
+        rows = [results[k].get() for k in range(len(jobs))]   # re-raises a run's error here
+        pool.close()
+    finally:
+        pool.terminate()                                   # also on errors and interrupts
+        pool.join()
+    return rows
+
+
 def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train: int = 8000, *,
-          learnable: bool = True, resolution: int = 16, widths: tuple[int, ...] = (24, 48, 96),
-          batch_size: int = 128, lr: float = 3e-3, n_heldout: int = 1000, data_seed: int = 0,
-          device: str = "auto", threads: int | None = 1,
+          learnable: bool = True, resolution: int = 32, widths: tuple[int, ...] = (32, 64, 128),
+          convs_per_stage: int = 1, batch_size: int = 128, lr: float = 2e-3, n_heldout: int = 1000,
+          data_seed: int = 0, device: str = "auto", threads: int | None = 1, workers: int | None = None,
           callbacks: Callable[[dict], list] | None = None) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
@@ -44,49 +186,24 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
     image-caption features, and tau_trajectory (τ after every step).
     `callbacks(run) -> list of Callbacks` may attach e.g. a dashboard to some runs; `run` is a
-    dict with tau, learnable and seed. These small models train fastest on one CPU thread
-    (benchmarks/NOTES.md), hence `threads=1`; None leaves torch's setting.
+    dict with tau, learnable and seed. Runs train `workers` at a time in separate processes of
+    `threads` CPU threads each (None: `default_workers`, one per core here); these small models
+    train fastest on one thread each (benchmarks/NOTES.md). Rows are the same whatever `workers`
+    is: each run is seeded on its own. With workers > 1, callbacks watch (they get each step's
+    numbers; `state.model` is None and `state.stop` is ignored).
     """
     if not taus and not learnable:
         raise ValueError("nothing to run: give at least one τ or learnable=True")
-    tok = Tokenizer.for_shapesworld()
-    world = data.ShapesWorld.generate(n_train, seed=data_seed, resolution=resolution)
-    tokens = tok(world.captions)
-    held = data.ShapesWorld.generate(n_heldout, split="heldout", seed=data_seed + 1,
-                                     resolution=resolution, two_object_prob=0.0)
-    seen = data.ShapesWorld.generate(n_heldout, split="train", seed=data_seed + 2,
-                                     resolution=resolution, two_object_prob=0.0)
-    held_tokens = tok(held.captions)
-    classnames = [data.combo_name(i) for i in range(data.NUM_COMBOS)]
-
+    setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
+                   data_seed, device, threads)
     runs = [dict(tau=float(t), learnable=False) for t in taus]
     if learnable:
         runs.append(dict(tau=INIT_TEMPERATURE, learnable=True))
-    rows = []
-    for seed in seeds:
-        for run in runs:
-            run = dict(run, seed=int(seed))
-            model = build_model(tok, seed=run["seed"], image=ImageEncoderConfig(resolution=resolution, widths=widths),
-                                learnable_temperature=run["learnable"], temperature=run["tau"])
-            cfg = train.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=run["seed"], device=device,
-                                    threads=threads)
-            model, history = train.train(model, world.images, tokens, cfg, progress=False,
-                                         callbacks=callbacks(run) if callbacks else None)
-            classes = evaluate.zero_shot_classifier(model, tok, classnames)
-            held_img = evaluate.embed_images(model, held.images)
-            held_txt = evaluate.embed_texts(model, held_tokens)
-            seen_img = evaluate.embed_images(model, seen.images)
-            rows.append(dict(
-                run,
-                heldout_acc=evaluate.zero_shot_accuracy(held_img, classes, held.labels),
-                train_combo_acc=evaluate.zero_shot_accuracy(seen_img, classes, seen.labels),
-                final_tau=history.temperature[-1],
-                final_loss=history.loss[-1],
-                alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
-                uniformity=evaluate.uniformity(held_img.cpu()),
-                tau_trajectory=list(history.temperature),
-            ))
-    return rows
+    jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
+    workers = min(len(jobs), workers or default_workers(device, threads))
+    if workers > 1:
+        return _run_parallel(setup, jobs, callbacks, workers)
+    return [_run(setup, run, callbacks(run) if callbacks else None) for run in jobs]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

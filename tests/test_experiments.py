@@ -68,6 +68,52 @@ def test_callbacks_reach_the_runs_they_are_meant_for():
     assert seen == [(INIT_TEMPERATURE, True, SMALL["steps"])]
 
 
+def test_workers_do_not_change_the_rows(rows):
+    """Each run is seeded on its own and trains on one thread: 2 worker processes or none, same rows."""
+    sequential = experiments.sweep([0.05, 0.5], seeds=[0, 1], workers=1, **SMALL)
+    parallel = experiments.sweep([0.05, 0.5], seeds=[0, 1], workers=2, **SMALL)
+    for a, b, c in zip(sequential, parallel, rows):
+        assert a == b == c
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def __getattr__(self, name):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+        return lambda state: self.events.append((name, state.step, state.temperature, state.loss))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_callbacks_see_every_step_in_order_from_worker_processes_too(workers):
+    recorders = {}
+
+    def watch(run):
+        recorders[run["seed"]] = Recorder()
+        return [recorders[run["seed"]]]
+
+    rows = experiments.sweep([], seeds=[0, 1], workers=workers, callbacks=watch, **SMALL)
+    for row in rows:
+        events = recorders[row["seed"]].events
+        assert [(e[0], e[1]) for e in events] == ([("on_train_start", 0)]
+                                                  + [("on_step_end", k) for k in range(1, SMALL["steps"] + 1)]
+                                                  + [("on_train_end", SMALL["steps"])])
+        assert [e[2] for e in events[1:-1]] == row["tau_trajectory"]
+        assert events[-1][3] == row["final_loss"]
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    with pytest.raises(ValueError, match="batch_size"):
+        experiments.sweep([0.1], seeds=[0, 1], workers=2, **{**SMALL, "batch_size": 1000})
+
+
+def test_default_workers():
+    assert experiments.default_workers("cpu", threads=1) >= 1
+    assert experiments.default_workers("cpu", threads=1) >= experiments.default_workers("cpu", threads=2)
+
+
 def test_log_spaced_and_clearly_below():
     taus = experiments.log_spaced(0.01, 1.0, 5)
     assert taus[0] == pytest.approx(0.01) and taus[-1] == pytest.approx(1.0)

@@ -17,11 +17,13 @@ def small_model(tok, seed=0):
 
 # --- lesson 06: the hand-written loop is train.train --------------------------------------------
 
-def test_hand_loop_takes_the_same_steps_as_train(tok, tiny_world):
+@pytest.mark.parametrize("precision", ["auto", "float32", "bfloat16"])
+def test_hand_loop_takes_the_same_steps_as_train(tok, tiny_world, precision):
     tokens = tok(tiny_world.captions)
-    cfg = train.TrainConfig(steps=5, batch_size=16, device="cpu")       # 4 batches: step 5 starts a new epoch
+    cfg = train.TrainConfig(steps=5, batch_size=16, device="cpu", precision=precision)  # step 5: a new epoch
+    dtype = train.resolve_precision(cfg.precision, torch.device("cpu"))
     hand = small_model(tok).train()
-    optimizer = torch.optim.AdamW(train.parameter_groups(hand, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(train.parameter_groups(hand, cfg.weight_decay), lr=cfg.lr, fused=True)
     order = torch.Generator().manual_seed(cfg.seed)
     n_batches = len(tiny_world) // cfg.batch_size
     losses = []
@@ -32,7 +34,8 @@ def test_hand_loop_takes_the_same_steps_as_train(tok, tiny_world):
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (step + 1) / cfg.warmup_steps
-        image_features, text_features, tau = hand(data.to_float(tiny_world.images[idx]), tokens[idx])
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            image_features, text_features, tau = hand(data.to_float(tiny_world.images[idx]), tokens[idx])
         batch_loss = loss.clip_loss(image_features, text_features, tau)
         optimizer.zero_grad()
         batch_loss.backward()

@@ -132,6 +132,34 @@ def test_tokens_after_eot_do_not_change_the_text_feature(tok, model):
         torch.testing.assert_close(model.encode_text(tokens), model.encode_text(noisy), rtol=1e-5, atol=1e-6)
 
 
+def test_skipping_the_padding_after_the_last_eot_changes_nothing(tok, model):
+    """The encoder runs only up to the batch's longest caption; the full context gives the same."""
+    enc = model.text
+    for captions in (["a red circle"], ["a red circle", "a large orange triangle left of a small cyan diamond"]):
+        tokens = tok(captions)
+        with torch.no_grad():
+            x = enc.token_embedding(tokens) + enc.positional_embedding       # all 16 positions
+            full = enc.ln_final(enc.transformer(x, mask=enc.attn_mask, is_causal=True))
+            eot = (tokens == tok.eot_id).int().argmax(dim=1)
+            torch.testing.assert_close(enc(tokens), full[torch.arange(len(tokens)), eot], rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_runs_channels_last_and_its_weights_load_anywhere(tok, batch):
+    images, _ = batch
+    a, b = build_model(tok, seed=0).eval(), build_model(tok, seed=1).eval()
+    conv = a.visual.net[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    b.load_state_dict(a.state_dict())
+    plain = {k: v.contiguous() for k, v in a.state_dict().items()}   # a checkpoint in the default layout
+    c = build_model(tok, seed=2).eval()
+    c.load_state_dict(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(b.encode_image(images), a.encode_image(images))
+        torch.testing.assert_close(c.encode_image(images), a.encode_image(images))
+        torch.testing.assert_close(a.encode_image(images.contiguous(memory_format=torch.channels_last)),
+                                   a.encode_image(images))
+
+
 def test_moving_eot_changes_the_text_feature(tok, model):
     # "a red circle" vs "a red" + the same circle token after <eot>: pooled at a different place
     with torch.no_grad():

@@ -354,6 +354,41 @@ def test_resolve_device():
     assert train.resolve_device().type == expected
 
 
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert train.resolve_precision("float32", cpu) == torch.float32
+    assert train.resolve_precision("bfloat16", cpu) == torch.bfloat16
+    expected = torch.bfloat16 if train.native_bfloat16(cpu) else torch.float32
+    assert train.resolve_precision("auto", cpu) == expected
+    with pytest.raises(ValueError, match="precision must be 'auto', 'float32' or 'bfloat16', got 'fp8'"):
+        train.resolve_precision("fp8", cpu)
+
+
+def test_bad_precision_raises_before_any_step(tok, pairs):
+    model = build_model(tok, seed=0)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="precision"):
+        train.train(model, *pairs, quick(precision="half"), progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_both_precisions_train_and_keep_float32_weights(tok, pairs, precision):
+    """bfloat16 is autocast (mixed precision): weights, optimiser state and the loss stay float32."""
+    model, history = train.train(build_model(tok, seed=0), *pairs, quick(steps=6, precision=precision),
+                                 progress=False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(history.loss)))
+    assert history.loss[-1] < history.loss[0]
+
+
+def test_bfloat16_follows_float32_closely(tok, pairs):
+    """Mixed precision changes the numbers a little, not the run: same losses to ~1 %."""
+    runs = [train.train(build_model(tok, seed=0), *pairs, quick(steps=6, precision=p), progress=False)[1].loss
+            for p in ("float32", "bfloat16")]
+    torch.testing.assert_close(torch.tensor(runs[1]), torch.tensor(runs[0]), rtol=0.02, atol=0.02)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_trains_on_cuda(tok, pairs):
     model, history = train.train(build_model(tok, seed=0), *pairs, quick(device="cuda"), progress=False)
