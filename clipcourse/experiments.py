@@ -187,13 +187,23 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     image-caption features, and tau_trajectory (τ after every step).
     `callbacks(run) -> list of Callbacks` may attach e.g. a dashboard to some runs; `run` is a
     dict with tau, learnable and seed. Runs train `workers` at a time in separate processes of
-    `threads` CPU threads each (None: `default_workers`, one per core here); these small models
-    train fastest on one thread each (benchmarks/NOTES.md). Rows are the same whatever `workers`
+    `threads` CPU threads each (None: `default_workers`, one per core here): many small runs finish
+    soonest as one single-threaded run per core (benchmarks/NOTES.md). Rows are the same whatever `workers`
     is: each run is seeded on its own. With workers > 1, callbacks watch (they get each step's
     numbers; `state.model` is None and `state.stop` is ignored).
     """
     if not taus and not learnable:
         raise ValueError("nothing to run: give at least one τ or learnable=True")
+    if any(not t > 0 for t in taus):
+        raise ValueError(f"every τ must be positive, got {list(taus)}")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 2 <= batch_size <= n_train:
+        raise ValueError(f"batch_size must be in [2, n_train = {n_train}], got {batch_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
     setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
                    data_seed, device, threads)
     runs = [dict(tau=float(t), learnable=False) for t in taus]

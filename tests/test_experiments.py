@@ -105,8 +105,22 @@ def test_callbacks_see_every_step_in_order_from_worker_processes_too(workers):
 
 
 def test_an_error_in_a_worker_reaches_the_caller():
-    with pytest.raises(ValueError, match="batch_size"):
-        experiments.sweep([0.1], seeds=[0, 1], workers=2, **{**SMALL, "batch_size": 1000})
+    with pytest.raises(ValueError, match="resolution must be at least 16"):
+        experiments.sweep([0.1], seeds=[0, 1], workers=2, **{**SMALL, "resolution": 8})
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(taus=[0.1, 0.0]), "every τ must be positive"),
+    (dict(seeds=[]), "seeds is empty"),
+    (dict(steps=0), "steps must be at least 1"),
+    (dict(batch_size=1000), r"batch_size must be in \[2, n_train = 192\], got 1000"),
+    (dict(workers=0), "workers must be at least 1"),
+])
+def test_bad_arguments_raise_before_any_worker_starts(change, match):
+    kwargs = dict(taus=[0.1], seeds=[0], **SMALL)
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        experiments.sweep(**kwargs)
 
 
 def test_default_workers():
