@@ -6,8 +6,8 @@ alignment and uniformity of the held-out features. `summarize` turns its rows in
 standard deviations over seeds, one entry per τ.
 
 To fit two dozen runs into about a minute and a half on a 2-core laptop CPU, each run is shorter
-than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 600, trained two at a time
-in worker processes of one thread each. Accuracies are therefore lower than a full training
+than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 800, trained two at a time
+(one per core) in worker processes of one thread each. Accuracies are therefore lower than a full training
 reaches; what the sweep compares is the *shape* of accuracy against τ.
 """
 
@@ -56,20 +56,21 @@ class _Setup:
 
 
 @functools.lru_cache(maxsize=2)
-def _data(setup: _Setup):
+def _data(n_train: int, n_heldout: int, resolution: int, data_seed: int):
     """The sweep's data, made once per process (seeded, so every worker makes the same)."""
     tok = Tokenizer.for_shapesworld()
-    world = data.ShapesWorld.generate(setup.n_train, seed=setup.data_seed, resolution=setup.resolution)
-    held = data.ShapesWorld.generate(setup.n_heldout, split="heldout", seed=setup.data_seed + 1,
-                                     resolution=setup.resolution, two_object_prob=0.0)
-    seen = data.ShapesWorld.generate(setup.n_heldout, split="train", seed=setup.data_seed + 2,
-                                     resolution=setup.resolution, two_object_prob=0.0)
+    world = data.ShapesWorld.generate(n_train, seed=data_seed, resolution=resolution)
+    held = data.ShapesWorld.generate(n_heldout, split="heldout", seed=data_seed + 1,
+                                     resolution=resolution, two_object_prob=0.0)
+    seen = data.ShapesWorld.generate(n_heldout, split="train", seed=data_seed + 2,
+                                     resolution=resolution, two_object_prob=0.0)
     return tok, world, tok(world.captions), held, tok(held.captions), seen
 
 
 def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     """Train and measure one model of the sweep; return its row."""
-    tok, world, tokens, held, held_tokens, seen = _data(setup)
+    tok, world, tokens, held, held_tokens, seen = _data(setup.n_train, setup.n_heldout, setup.resolution,
+                                                        setup.data_seed)
     image = ImageEncoderConfig(resolution=setup.resolution, widths=setup.widths,
                                convs_per_stage=setup.convs_per_stage)
     model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
