@@ -11,6 +11,7 @@ clamp the learnable temperature (as open_clip does, after every optimiser step).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ class TrainConfig:
     device: str = "auto"                 # "auto": CUDA when present, else the CPU
     threads: int | None = None           # CPU threads for this run (None: leave torch's setting)
     precision: str = "auto"              # "float32", "bfloat16" (autocast, float32 weights) or "auto"
+                                         # ("auto" obeys the CLIPCOURSE_PRECISION environment variable)
     eval_every: int = 0                  # call `evaluate` every this many steps (0: only at the end)
 
 
@@ -139,16 +141,28 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+PRECISION_ENV = "CLIPCOURSE_PRECISION"   # overrides what precision="auto" picks (see README)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The dtype the forward pass runs in: 'auto' -> bfloat16 where native, else float32.
 
     Mixed precision as open_clip's `--precision amp_bf16`: weights, optimiser state and the loss
     stay float32; convolutions and matrix products run in bfloat16. On CPUs without native
-    bfloat16 it would be slower, not faster, so 'auto' keeps float32 there.
+    bfloat16 it would be slower, not faster, so 'auto' keeps float32 there. Setting the
+    environment variable CLIPCOURSE_PRECISION to 'float32' or 'bfloat16' makes 'auto' pick that
+    instead (e.g. to run as a CPU without bfloat16 would); an explicit precision always wins.
     """
+    choices = ("float32", "bfloat16")
     if precision == "auto":
+        forced = os.environ.get(PRECISION_ENV, "").strip().lower()
+        if forced and forced != "auto":
+            if forced not in choices:
+                raise ValueError(f"the environment variable {PRECISION_ENV} must be 'auto', 'float32' or "
+                                 f"'bfloat16', got {os.environ[PRECISION_ENV]!r}")
+            return getattr(torch, forced)
         return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    if precision in ("float32", "bfloat16"):
+    if precision in choices:
         return getattr(torch, precision)
     raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
 

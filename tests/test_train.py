@@ -354,7 +354,8 @@ def test_resolve_device():
     assert train.resolve_device().type == expected
 
 
-def test_precision_choices():
+def test_precision_choices(monkeypatch):
+    monkeypatch.delenv("CLIPCOURSE_PRECISION", raising=False)
     cpu = torch.device("cpu")
     assert train.resolve_precision("float32", cpu) == torch.float32
     assert train.resolve_precision("bfloat16", cpu) == torch.bfloat16
@@ -394,3 +395,28 @@ def test_trains_on_cuda(tok, pairs):
     model, history = train.train(build_model(tok, seed=0), *pairs, quick(device="cuda"), progress=False)
     assert next(model.parameters()).is_cuda
     assert len(history.loss) == 4 and all(torch.isfinite(torch.tensor(history.loss)))
+
+
+@pytest.mark.parametrize("forced", ["float32", "bfloat16", "FLOAT32 "])
+def test_precision_environment_variable_steers_auto_only(monkeypatch, forced):
+    """CLIPCOURSE_PRECISION decides what 'auto' means (the other-CPU test profile sets float32);
+    an explicit precision is never overridden."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("CLIPCOURSE_PRECISION", forced)
+    assert train.resolve_precision("auto", cpu) == getattr(torch, forced.strip().lower())
+    assert train.resolve_precision("float32", cpu) == torch.float32
+    assert train.resolve_precision("bfloat16", cpu) == torch.bfloat16
+
+
+def test_precision_environment_variable_auto_or_empty_means_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if train.native_bfloat16(cpu) else torch.float32
+    for value in ("auto", ""):
+        monkeypatch.setenv("CLIPCOURSE_PRECISION", value)
+        assert train.resolve_precision("auto", cpu) == expected
+
+
+def test_bad_precision_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("CLIPCOURSE_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="CLIPCOURSE_PRECISION must be 'auto', 'float32' or 'bfloat16', got 'fp16'"):
+        train.resolve_precision("auto", torch.device("cpu"))
