@@ -7,8 +7,10 @@ Peak memory counts every process the lesson runs: the kernel and any worker proc
 (lesson 07's sweep trains in one worker per core). A sampler sums the proportional set size (PSS:
 shared library pages split between the processes that map them) of all descendants of this script
 every 0.2 s and keeps the largest sum (Linux /proc). The kernel's own ru_maxrss is reported beside
-it. The budget for the whole course is 180 s and 2 GiB on a 2-core machine. Writes
-benchmarks/notebooks.json.
+it. Each lesson runs twice, one run right after the other: as a learner's kernel runs it here
+(precision "auto": bfloat16 where the CPU has it natively) and with CLIPCOURSE_PRECISION=float32, as
+on a CPU without bfloat16 (skipped where "auto" already means float32). The budget for the whole
+course is 180 s and 2 GiB on a 2-core machine. Writes benchmarks/notebooks.json.
 """
 
 from __future__ import annotations
@@ -78,7 +80,20 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_notebook(path: Path, timeout: int = 600) -> dict:
+def run_notebook(path: Path, timeout: int = 600, precision: str | None = None) -> dict:
+    """Run one lesson in a fresh kernel; `precision` sets CLIPCOURSE_PRECISION for that kernel."""
+    old = os.environ.pop("CLIPCOURSE_PRECISION", None)
+    if precision:
+        os.environ["CLIPCOURSE_PRECISION"] = precision
+    try:
+        return _run_notebook(path, timeout)
+    finally:
+        os.environ.pop("CLIPCOURSE_PRECISION", None)
+        if old is not None:
+            os.environ["CLIPCOURSE_PRECISION"] = old
+
+
+def _run_notebook(path: Path, timeout: int) -> dict:
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
@@ -92,23 +107,43 @@ def run_notebook(path: Path, timeout: int = 600) -> dict:
             "kernel_maxrss_mib": round(kernel_kb / 1024), "processes": memory.most_processes}
 
 
-def main(prefixes: list[str]) -> list[dict]:
+def _report(rows: list[dict], label: str) -> tuple[float, int]:
+    total = sum(r["seconds"] for r in rows)
+    peak = max((r["peak_mib"] for r in rows), default=0)
+    print(f"{'total (' + label + ')':42s} {total:6.1f} s {peak:6d} MiB (max)  budget: 180 s, 2048 MiB")
+    return round(total, 1), peak
+
+
+def main(prefixes: list[str]) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import _precisions, cpu_info
+
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if prefixes:
         paths = [p for p in paths if any(p.name.startswith(x) for x in prefixes)]
-    rows = []
+    info = cpu_info()
+    print(f"CPU: {info['cpu']} ({', '.join(info['cpu_extensions'])}); native bfloat16: {info['native_bfloat16']}")
+    runs = {p: [] for p in _precisions()}
     for path in paths:
-        rows.append(run_notebook(path))
-        r = rows[-1]
-        print(f"{r['notebook']:42s} {r['seconds']:6.1f} s {r['peak_mib']:6d} MiB (all processes, PSS; "
-              f"kernel max RSS {r['kernel_maxrss_mib']} MiB, {r['processes']} processes)", flush=True)
-    total = sum(r["seconds"] for r in rows)
-    peak = max((r["peak_mib"] for r in rows), default=0)
-    print(f"{'total':42s} {total:6.1f} s {peak:6d} MiB (max)  budget: 180 s, 2048 MiB")
+        for precision, rows in runs.items():
+            rows.append(run_notebook(path, precision=None if precision == "auto" else precision))
+            r = rows[-1]
+            print(f"{r['notebook']:34s} {precision:>7s} {r['seconds']:6.1f} s {r['peak_mib']:6d} MiB (all "
+                  f"processes, PSS; kernel max RSS {r['kernel_maxrss_mib']} MiB, {r['processes']} processes)",
+                  flush=True)
+    result = {"date": time.strftime("%Y-%m-%d"), **info}
+    for precision, rows in runs.items():
+        total, peak = _report(rows, precision)
+        block = {"rows": rows, "total_s": total, "peak_mib": peak}
+        if precision == "auto":
+            result.update(block)
+        else:
+            result[precision] = block
+    if "float32" not in result:
+        result["float32"] = {k: result[k] for k in ("rows", "total_s", "peak_mib")}
     if not prefixes:
-        (ROOT / "benchmarks" / "notebooks.json").write_text(json.dumps(
-            {"rows": rows, "total_s": round(total, 1), "peak_mib": peak}, indent=2) + "\n")
-    return rows
+        (ROOT / "benchmarks" / "notebooks.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

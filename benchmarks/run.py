@@ -27,58 +27,99 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def bench_train(threads: int = 2, seeds=(0, 1, 2)) -> dict:
-    """Default training on `threads` CPU threads, once per seed: held-out colour×shape zero-shot
-    accuracy and seconds. `heldout_acc` and `train_s` are seed 0's (lesson 06's run)."""
+def cpu_info() -> dict:
+    """The CPU these numbers come from: model name, vector extensions, native bfloat16 or not."""
+    from clipcourse import train
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    extensions = [name for flag, name in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"),
+                                          ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
+    return {"cpu": model, "cpu_extensions": extensions,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bfloat16": train.native_bfloat16(torch.device("cpu"))}
+
+
+def _precisions() -> list[str]:
+    """'auto' (what a learner gets) and, where that is not already float32, 'float32' beside it."""
+    from clipcourse import train
+
+    native = train.resolve_precision("auto", torch.device("cpu"))
+    return ["auto"] if native == torch.float32 else ["auto", "float32"]
+
+
+def _train_once(seed: int, precision: str) -> dict:
     from clipcourse import data, evaluate, model, text, train
 
-    torch.set_num_threads(threads)
     tok = text.Tokenizer.for_shapesworld()
-    out = {"precision": str(train.resolve_precision(train.TrainConfig().precision, torch.device("cpu"))),
-           "heldout_acc_seeds": [], "train_s_seeds": []}
-    for seed in seeds:
-        t0 = time.perf_counter()
-        ds = data.ShapesWorld.generate(20000, seed=seed)
-        tokens = tok(ds.captions)
-        data_s = time.perf_counter() - t0
-        held = data.ShapesWorld.generate(2000, split="heldout", seed=seed + 1, two_object_prob=0.0)
-        m = model.build_model(tok, seed=seed)
-        t0 = time.perf_counter()
-        m, history = train.train(m, ds.images, tokens, train.TrainConfig(seed=seed, device="cpu"), progress=False)
-        train_s = time.perf_counter() - t0
-        classes = evaluate.zero_shot_classifier(m, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
-        acc = evaluate.zero_shot_accuracy(evaluate.embed_images(m, held.images), classes, held.labels)
-        out["heldout_acc_seeds"].append(acc)
-        out["train_s_seeds"].append(train_s)
-        if seed == seeds[0]:
-            out.update(heldout_acc=acc, train_s=train_s, data_s=data_s,
-                       final_tau=history.temperature[-1], final_loss=history.loss[-1])
-    # the same seed-0 run in float32, as on a CPU without native bfloat16
-    m = model.build_model(tok, seed=seeds[0])
-    ds = data.ShapesWorld.generate(20000, seed=seeds[0])
     t0 = time.perf_counter()
-    train.train(m, ds.images, tok(ds.captions), train.TrainConfig(seed=seeds[0], device="cpu", precision="float32"),
-                progress=False)
-    out["train_s_float32"] = time.perf_counter() - t0
-    return out
+    ds = data.ShapesWorld.generate(20000, seed=seed)
+    tokens = tok(ds.captions)
+    data_s = time.perf_counter() - t0
+    held = data.ShapesWorld.generate(2000, split="heldout", seed=seed + 1, two_object_prob=0.0)
+    m = model.build_model(tok, seed=seed)
+    cfg = train.TrainConfig(seed=seed, device="cpu", precision=precision)
+    t0 = time.perf_counter()
+    m, history = train.train(m, ds.images, tokens, cfg, progress=False)
+    train_s = time.perf_counter() - t0
+    classes = evaluate.zero_shot_classifier(m, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
+    acc = evaluate.zero_shot_accuracy(evaluate.embed_images(m, held.images), classes, held.labels)
+    return dict(heldout_acc=acc, train_s=train_s, data_s=data_s, final_tau=history.temperature[-1],
+                final_loss=history.loss[-1])
+
+
+def bench_train(threads: int = 2, seeds=(0, 1, 2)) -> dict:
+    """Default training on `threads` CPU threads, once per seed and precision, the precisions
+    interleaved seed by seed: held-out colour×shape zero-shot accuracy and seconds.
+    Top-level keys are precision="auto"'s (`heldout_acc`, `train_s`: seed 0, lesson 06's run); the
+    same keys for float32 go under "float32" (the same as the top level where float32 is native)."""
+    from clipcourse import train
+
+    torch.set_num_threads(threads)
+    blocks = {p: {"heldout_acc_seeds": [], "train_s_seeds": []} for p in _precisions()}
+    for seed in seeds:
+        for precision, out in blocks.items():
+            row = _train_once(seed, precision)
+            out["heldout_acc_seeds"].append(row["heldout_acc"])
+            out["train_s_seeds"].append(row["train_s"])
+            if seed == seeds[0]:
+                out.update(row)
+    auto = blocks["auto"]
+    auto["precision"] = str(train.resolve_precision("auto", torch.device("cpu")))
+    f32 = blocks.get("float32", {k: v for k, v in auto.items() if k != "precision"})
+    return {**auto, "train_s_float32": f32["train_s"], "float32": {"precision": "torch.float32", **f32}}
 
 
 def bench_sweep(seeds=(0, 1, 2), n_taus: int = 7) -> dict:
     """The temperature experiment of lesson 07 at benchmark size: 7 log-spaced fixed τ in
     [0.01, 1] plus learnable τ, 3 seeds each, in worker processes of one thread (one per core);
-    total wall seconds (process start-up included) and accuracy per τ."""
+    total wall seconds (process start-up included) and accuracy per τ, for precision "auto" and,
+    right after it, float32."""
     from clipcourse import experiments
 
-    t0 = time.perf_counter()
-    rows = experiments.sweep(experiments.log_spaced(0.01, 1.0, n_taus), seeds, device="cpu")
-    sweep_s = time.perf_counter() - t0
-    summary = experiments.summarize(rows)
-    learn = summary["learnable"]
-    return {"sweep_s": sweep_s, "sweep_runs": len(rows), "sweep_workers": experiments.default_workers("cpu"),
+    blocks = {}
+    for precision in _precisions():
+        t0 = time.perf_counter()
+        rows = experiments.sweep(experiments.log_spaced(0.01, 1.0, n_taus), seeds, device="cpu",
+                                 precision=precision)
+        sweep_s = time.perf_counter() - t0
+        summary = experiments.summarize(rows)
+        learn = summary["learnable"]
+        blocks[precision] = {
+            "sweep_s": sweep_s, "sweep_runs": len(rows), "sweep_workers": experiments.default_workers("cpu"),
             "sweep": [{"tau": r["tau"], "acc_mean": r["acc_mean"], "acc_std": r["acc_std"]}
                       for r in summary["sweep"]],
             "learnable": {"final_tau": learn["final_tau_mean"], "acc_mean": learn["acc_mean"],
                           "acc_std": learn["acc_std"]}}
+    return {**blocks["auto"], "float32": blocks.get("float32", blocks["auto"])}
 
 
 def bench_data(n: int = 20000, repeats: int = 5) -> dict:
@@ -146,16 +187,30 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args(argv)
     results = {"date": datetime.date.today().isoformat(),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"}
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+               **cpu_info()}
     out = Path(args.out)
     if out.exists():  # keep the figures of parts not run this time
         results = {**json.loads(out.read_text()), **results}
     for name in args.only or list(PARTS):
         t0 = time.perf_counter()
-        results.update(PARTS[name]())
+        part = PARTS[name]()
+        if "float32" in part:
+            results["float32"] = {**results.get("float32", {}), **part.pop("float32")}
+        results.update(part)
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nclipcourse benchmark, {results['date']}, {results['machine']}")
+    print(f"  CPU: {results['cpu']} ({', '.join(results['cpu_extensions'])}); native bfloat16: "
+          f"{results['native_bfloat16']}")
+    _print_block(results)
+    if "float32" in results:
+        print("  --- float32 ---")
+        _print_block(results["float32"])
+    return results
+
+
+def _print_block(results: dict) -> None:
     for key, value in results.items():
         if key == "sweep":
             for r in value:
@@ -164,9 +219,8 @@ def main(argv=None) -> dict:
             print(f"  learnable τ→{value['final_tau']:.3g}   acc {value['acc_mean']:.3f} ± {value['acc_std']:.3f}")
         elif isinstance(value, list):
             print(f"  {key:22s} " + ", ".join(f"{v:.4g}" for v in value))
-        elif key not in ("date", "machine"):
+        elif key not in ("date", "machine", "cpu", "cpu_extensions", "native_bfloat16", "float32"):
             print(f"  {key:22s} {value:.4g}" if isinstance(value, float) else f"  {key:22s} {value}")
-    return results
 
 
 if __name__ == "__main__":

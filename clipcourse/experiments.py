@@ -53,6 +53,7 @@ class _Setup:
     data_seed: int
     device: str
     threads: int | None
+    precision: str = "auto"
 
 
 @functools.lru_cache(maxsize=2)
@@ -76,7 +77,7 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
                         temperature=run["tau"])
     cfg = train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=run["seed"],
-                            device=setup.device, threads=setup.threads)
+                            device=setup.device, threads=setup.threads, precision=setup.precision)
     model, history = train.train(model, world.images, tokens, cfg, progress=False, callbacks=callbacks)
     classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
     held_img = evaluate.embed_images(model, held.images)
@@ -179,13 +180,14 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
           learnable: bool = True, resolution: int = 32, widths: tuple[int, ...] = (32, 64, 128),
           convs_per_stage: int = 1, batch_size: int = 128, lr: float = 2e-3, n_heldout: int = 1000,
           data_seed: int = 0, device: str = "auto", threads: int | None = 1, workers: int | None = None,
-          callbacks: Callable[[dict], list] | None = None) -> list[dict]:
+          precision: str = "auto", callbacks: Callable[[dict], list] | None = None) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
     heldout_acc and train_combo_acc (zero-shot over all 48 prompts, on held-out and on training
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
     image-caption features, and tau_trajectory (τ after every step).
+    `precision` is TrainConfig's ("auto": bfloat16 where the hardware has it natively).
     `callbacks(run) -> list of Callbacks` may attach e.g. a dashboard to some runs; `run` is a
     dict with tau, learnable and seed. Runs train `workers` at a time in separate processes of
     `threads` CPU threads each (None: `default_workers`, one per core here): many small runs finish
@@ -205,8 +207,9 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
         raise ValueError(f"batch_size must be in [2, n_train = {n_train}], got {batch_size}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
+    train.resolve_precision(precision, train.resolve_device(device))   # a bad value fails here, not in a worker
     setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
-                   data_seed, device, threads)
+                   data_seed, device, threads, precision)
     runs = [dict(tau=float(t), learnable=False) for t in taus]
     if learnable:
         runs.append(dict(tau=INIT_TEMPERATURE, learnable=True))

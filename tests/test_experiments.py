@@ -115,6 +115,7 @@ def test_an_error_in_a_worker_reaches_the_caller():
     (dict(steps=0), "steps must be at least 1"),
     (dict(batch_size=1000), r"batch_size must be in \[2, n_train = 192\], got 1000"),
     (dict(workers=0), "workers must be at least 1"),
+    (dict(precision="half"), "precision must be 'auto', 'float32' or 'bfloat16', got 'half'"),
 ])
 def test_bad_arguments_raise_before_any_worker_starts(change, match):
     kwargs = dict(taus=[0.1], seeds=[0], **SMALL)
@@ -141,3 +142,11 @@ def test_log_spaced_and_clearly_below():
     assert not experiments.clearly_below(0.3, 0.1, 0.5, 0.15)    # within the seeds' spread
     with pytest.raises(ValueError, match="nothing to run"):
         experiments.sweep([], seeds=[0], learnable=False, **SMALL)
+
+
+def test_precision_reaches_the_runs(rows):
+    """The sweep's precision reaches its runs: float32 and bfloat16 runs of one (τ, seed) differ a little."""
+    f32 = experiments.sweep([0.05], seeds=[0], learnable=False, precision="float32", **SMALL)
+    bf16 = experiments.sweep([0.05], seeds=[0], learnable=False, precision="bfloat16", **SMALL)
+    assert f32[0]["final_loss"] != bf16[0]["final_loss"]
+    assert math.isclose(f32[0]["final_loss"], bf16[0]["final_loss"], rel_tol=0.05)
