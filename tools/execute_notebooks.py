@@ -1,0 +1,76 @@
+"""Execute lessons top to bottom in a fresh kernel and store them with their outputs.
+
+    python tools/execute_notebooks.py notebooks/04_the_contrastive_loss.ipynb    # in place
+    python tools/execute_notebooks.py notebooks/*.ipynb                          # every lesson
+    python tools/execute_notebooks.py notebooks/06*.ipynb --output-dir /tmp/run  # a copy elsewhere
+
+Each notebook runs in a new kernel started from this process's environment, with the same
+settings the test suite gives nbval's kernels (OMP_WAIT_POLICY=PASSIVE, see conftest.py) and a
+fixed PYTHONHASHSEED. Execution counts come out in order (1, 2, 3, ...); per-cell execution
+timestamps (metadata.execution) are not recorded, so that re-executing a lesson changes only
+what its cells print and draw. A cell that raises stops that notebook, and it is not written.
+
+Run it on the machine whose outputs you want to store, without a CPU profile: nbval compares the
+stored outputs with a fresh run under every profile of the README's test command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE",   # as conftest.py sets it for the test kernels
+              "PYTHONHASHSEED": "0"}          # the same set and dict orders in every run
+
+
+def strip_timestamps(nb: nbformat.NotebookNode) -> None:
+    """Remove the per-cell execution timestamps Jupyter and nbclient record."""
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+
+
+def execute(path: Path, output: Path, timeout: int) -> float:
+    """Run `path` top to bottom in a fresh kernel and write the result to `output`; return seconds."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.resolve().parent)}})
+    t0 = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - t0
+    strip_timestamps(nb)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    if counts != list(range(1, len(counts) + 1)):
+        raise RuntimeError(f"{path}: execution counts out of order: {counts}")
+    nbformat.validate(nb)
+    nbformat.write(nb, output)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--output-dir", type=Path, help="write executed copies here instead of in place")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
+    args = parser.parse_args(argv)
+    for key, value in KERNEL_ENV.items():
+        os.environ.setdefault(key, value)
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for path in args.notebooks:
+        output = args.output_dir / path.name if args.output_dir else path
+        seconds = execute(path, output, args.timeout)
+        total += seconds
+        print(f"{path.name:42s} {seconds:6.1f} s -> {output}", flush=True)
+    print(f"{'total':42s} {total:6.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
