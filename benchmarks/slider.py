@@ -44,7 +44,7 @@ def measure(repeats: int = 30, threads: int = 2, canvas: str | None = None) -> d
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from clipcourse import widgets
+    from clipcourse import temperature_maths, widgets
 
     torch.set_num_threads(threads)
     if canvas is None:
@@ -61,7 +61,7 @@ def measure(repeats: int = 30, threads: int = 2, canvas: str | None = None) -> d
 
     def full_draw(tau):
         with widgets._one_thread():
-            explorer.panels.update(sims, tau, 0, widgets.loss_at(img, txt, tau))
+            explorer.panels.update(sims, tau, 0, temperature_maths.loss_at(img, txt, tau))
         explorer.fig.canvas.draw()
 
     def naive(tau):
@@ -70,7 +70,7 @@ def measure(repeats: int = 30, threads: int = 2, canvas: str | None = None) -> d
         panels = widgets._TemperaturePanels(fig, b)
         with widgets._one_thread():
             panels.set_row(0, sims[0].numpy())
-            panels.update(sims, tau, 0, widgets.loss_at(img, txt, tau))
+            panels.update(sims, tau, 0, temperature_maths.loss_at(img, txt, tau))
         fig.canvas.draw()
 
     # τ values a learner passes while dragging: every call changes the picture

@@ -7,8 +7,8 @@ loads nothing heavy, and each submodule is loaded on first use.
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "text", "encoders", "model", "loss", "temperature", "train", "evaluate",
-           "widgets", "plots", "exercises", "paths"]
+__all__ = ["data", "text", "encoders", "model", "loss", "temperature", "temperature_maths", "train",
+           "evaluate", "experiments", "widgets", "plots", "dashboard", "exercises", "paths"]
 
 
 def __getattr__(name):

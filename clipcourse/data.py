@@ -16,11 +16,10 @@ held-out combinations has learned to compose "green" and "triangle", not memoris
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
-
-from .text import fix_articles
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
@@ -59,6 +58,13 @@ PAIR_TEMPLATES: tuple[str, ...] = (
     "a {size} {color} {shape} and a {size2} {color2} {shape2}",
 )
 PROMPT_TEMPLATE = "a {color} {shape}"  # the zero-shot class prompt (lesson 08)
+
+_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+
+
+def fix_articles(text: str) -> str:
+    """'a orange circle' -> 'an orange circle', so templates can always write 'a {}'."""
+    return _ARTICLE.sub(lambda m: m.group(1) + "n ", text)
 
 
 def combo_index(color: int | torch.Tensor, shape: int | torch.Tensor):

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import to_float
-from .text import fix_articles
+from .data import fix_articles, to_float
 
 
 @torch.no_grad()

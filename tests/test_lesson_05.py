@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipcourse import loss, widgets
+from clipcourse import loss, temperature_maths
 from clipcourse.exercises import lesson05 as ex
 
 SIMS_ROW = torch.tensor([0.62, 0.55, 0.30, 0.12, -0.05, -0.20])
@@ -39,7 +39,7 @@ def test_hand_row_sharpens_and_concentrates_the_push():
         shares.append((push[0] / push.sum()).item())
         S = torch.zeros(6, 6, dtype=torch.float64)
         S[0] = SIMS_ROW                                   # the lesson's row as row 0 of a batch
-        st = widgets.row_stats(S, tau, 0)
+        st = temperature_maths.row_stats(S, tau, 0)
         assert st.entropy == pytest.approx(entropies[-1], rel=1e-5)
         assert st.hardest == 1 and st.hardest_share == pytest.approx(shares[-1], rel=1e-5)
     assert entropies == sorted(entropies, reverse=True)
@@ -82,24 +82,24 @@ def test_widget_functions_equal_the_hand_versions(lesson_batch):
     I = torch.eye(B, dtype=S.dtype)
     neg = ~I.bool()
     for row in range(B):
-        st = widgets.row_stats(S, tau, row)
+        st = temperature_maths.row_stats(S, tau, row)
         assert torch.allclose(st.probs, P[row])
         assert math.isclose(st.entropy, entropy_by_hand(P[row]).item(), rel_tol=1e-9)
         assert math.isclose(st.effective_negatives, entropy_by_hand(P[row]).exp().item(), rel_tol=1e-9)
         assert torch.allclose(st.weights[neg[row]], ((P - I) / tau)[row][neg[row]])
         assert math.isclose(st.pull, ((1 - P[row, row]) / tau).item(), rel_tol=1e-9, abs_tol=1e-12)
-    assert torch.allclose(widgets.gradient_weights(S, tau), (P - I) / tau)
-    assert torch.allclose(widgets.similarities(img, txt), S)
-    assert math.isclose(widgets.loss_at(img, txt, tau), loss.clip_loss(img, txt, tau).item(), rel_tol=1e-12)
-    assert widgets.mean_entropy(S, tau) == pytest.approx(entropy_by_hand(P).mean().item(), rel=1e-9)
+    assert torch.allclose(temperature_maths.gradient_weights(S, tau), (P - I) / tau)
+    assert torch.allclose(temperature_maths.similarities(img, txt), S)
+    assert math.isclose(temperature_maths.loss_at(img, txt, tau), loss.clip_loss(img, txt, tau).item(), rel_tol=1e-12)
+    assert temperature_maths.mean_entropy(S, tau) == pytest.approx(entropy_by_hand(P).mean().item(), rel=1e-9)
 
 
 def test_claim_c3_on_a_structured_batch(lesson_batch):
     img, txt = lesson_batch
-    S = widgets.similarities(img, txt)
+    S = temperature_maths.similarities(img, txt)
     sweep = [3.0, 1.0, 0.3, 0.1, 0.07, 0.03, 0.01, 0.003]
-    H = [widgets.mean_entropy(S, t) for t in sweep]
-    shares = [widgets.hardest_shares(S, t).mean().item() for t in sweep]
+    H = [temperature_maths.mean_entropy(S, t) for t in sweep]
+    shares = [temperature_maths.hardest_shares(S, t).mean().item() for t in sweep]
     assert all(a > b for a, b in zip(H, H[1:]))
     assert all(a < b for a, b in zip(shares, shares[1:]))
 
@@ -123,7 +123,7 @@ def test_effective_negatives_not_attempted_and_correct():
     for answer in (ENT(p).exp(), ENT(p).exp().float(), ENT(p).exp().tolist()):
         fb = ex.check_effective_negatives(answer)
         assert fb.passed is True, str(fb)
-    assert ex.check_effective_negatives(widgets.row_stats(S_EX, 0.1, 0).effective_negatives).passed is False
+    assert ex.check_effective_negatives(temperature_maths.row_stats(S_EX, 0.1, 0).effective_negatives).passed is False
 
 
 @pytest.mark.parametrize("mistake,expect", [
@@ -162,7 +162,7 @@ def test_gradient_not_attempted_and_correct():
     assert ex.check_gradient_weights(autograd_gradient()).passed is True
     torch.testing.assert_close(ex.reference_gradient(), autograd_gradient())
     # the widget's weights and pull are the same numbers
-    st = widgets.row_stats(S_EX, 0.05, 0)
+    st = temperature_maths.row_stats(S_EX, 0.05, 0)
     g = ex.reference_gradient()
     torch.testing.assert_close(st.weights[1:], g[1:])
     assert st.pull == pytest.approx(-g[0].item())

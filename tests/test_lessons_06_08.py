@@ -103,7 +103,7 @@ def zero_shot_setup():
 
 def test_zero_shot_by_hand_is_the_package(zero_shot_setup):
     tok, m, held, names, img = zero_shot_setup
-    prompts = [text.fix_articles(f"a {n}") for n in names]
+    prompts = [data.fix_articles(f"a {n}") for n in names]
     assert prompts == data.class_prompts()
     prompt_features = evaluate.embed_texts(m, tok(prompts))
     classes = evaluate.zero_shot_classifier(m, tok, names)
@@ -115,7 +115,7 @@ def test_zero_shot_by_hand_is_the_package(zero_shot_setup):
 def test_prompt_ensemble_by_hand_is_the_package(zero_shot_setup):
     tok, m, _, names, _ = zero_shot_setup
     templates = ["a {}", "a picture of a {}", "there is a small {}", "a {} in the centre"]
-    per_template = torch.stack([evaluate.embed_texts(m, tok([text.fix_articles(t.format(n)) for n in names]))
+    per_template = torch.stack([evaluate.embed_texts(m, tok([data.fix_articles(t.format(n)) for n in names]))
                                 for t in templates], dim=1)                       # (48, K, D)
     by_hand = F.normalize(per_template.mean(dim=1), dim=-1)
     assert torch.allclose(by_hand, evaluate.zero_shot_classifier(m, tok, names, templates=templates), atol=1e-6)

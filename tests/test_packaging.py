@@ -181,3 +181,51 @@ def test_installed_away_uses_the_working_directory_or_says_what_to_do(monkeypatc
 def test_unknown_attribute_is_still_an_attribute_error():
     with pytest.raises(AttributeError, match="nonsense"):
         paths.nonsense
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """For each clipcourse module, the clipcourse modules it imports anywhere in its code."""
+    import ast
+
+    graph = {}
+    for path in sorted((CHECKOUT / "clipcourse").rglob("*.py")):
+        name = ".".join(path.relative_to(CHECKOUT).with_suffix("").parts).removesuffix(".__init__")
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.rpartition(".")[0]
+                target = (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
+                candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            found |= {c for c in candidates if c.startswith("clipcourse.") and c != name}
+        graph[name] = found
+    return {k: {v for v in vs if v in graph} for k, vs in graph.items()}
+
+
+def test_package_modules_import_each_other_without_cycles():
+    """One concept per module, readable top to bottom: no module needs one that needs it back
+    (data and text once did, through a lazy import)."""
+    graph = _package_imports()
+    assert "clipcourse.data" in graph and "clipcourse.text" in graph
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        if state.get(node) == 1:
+            cycle = path[path.index(node):] + [node]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if nxt != "clipcourse":
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for module in graph:
+        visit(module, [])

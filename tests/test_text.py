@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from clipcourse import data, text
-from clipcourse.text import Tokenizer, fix_articles, split_words
+from clipcourse.data import fix_articles
+from clipcourse.text import Tokenizer, split_words
 
 
 def test_special_token_ids(tok):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from clipcourse import widgets
+from clipcourse import temperature_maths, widgets
 from clipcourse.loss import clip_loss
 
 pytest.importorskip("ipywidgets")
@@ -68,8 +68,8 @@ def test_setting_the_slider_redraws_the_row_matrix_and_readouts(explorer):
     assert explorer.slider.value == pytest.approx(0.5)
     after = explorer.drawn()
     assert not np.allclose(before["row_probs"], after["row_probs"])
-    np.testing.assert_allclose(after["row_probs"], widgets.probabilities(sims, 0.5)[0].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(after["matrix"], widgets.probabilities(sims, 0.5).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(after["row_probs"], temperature_maths.probabilities(sims, 0.5)[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(after["matrix"], temperature_maths.probabilities(sims, 0.5).numpy(), rtol=1e-6)
     r = explorer.readouts
     assert r["tau"] == pytest.approx(0.5)
     img, txt = explorer.sets["trained"]
@@ -117,7 +117,7 @@ def test_mass_goes_to_a_negative_when_it_is_the_most_similar():
     img, txt = batch(duplicate=False)
     txt[2] = F.normalize(img[5] + 0.01 * txt[2], dim=-1)   # caption 2 now looks like image 5
     ex = widgets.TemperatureExplorer((img, txt), canvas="agg", row=5)
-    sims = widgets.similarities(img, txt)
+    sims = temperature_maths.similarities(img, txt)
     assert int(sims[5].argmax()) == 2
     ex.value = 0.001
     assert int(np.argmax(ex.drawn()["row_probs"])) == 2
@@ -167,13 +167,13 @@ def test_row_and_embedding_selection(explorer):
     colors = explorer.panels.bars.get_facecolor()
     assert (colors[4] != colors[0]).any() and (colors[0] == colors[1]).all()
     np.testing.assert_allclose(explorer.drawn()["row_probs"],
-                               widgets.probabilities(explorer.sims["trained"], explorer.value)[4].numpy(), rtol=1e-6)
+                               temperature_maths.probabilities(explorer.sims["trained"], explorer.value)[4].numpy(), rtol=1e-6)
     loss_trained = explorer.readouts["loss"]
     explorer.set_selector.value = "untrained"           # as a click on the toggle would
     assert explorer.name == "untrained" and explorer.readouts["embeddings"] == "untrained"
     assert explorer.readouts["loss"] != pytest.approx(loss_trained)
     np.testing.assert_allclose(explorer.drawn()["matrix"],
-                               widgets.probabilities(explorer.sims["untrained"], explorer.value).numpy(), rtol=1e-6)
+                               temperature_maths.probabilities(explorer.sims["untrained"], explorer.value).numpy(), rtol=1e-6)
     with pytest.raises(KeyError):
         explorer.set_embeddings("nope")
     with pytest.raises(IndexError):
@@ -261,13 +261,13 @@ def test_importing_widgets_does_not_load_matplotlib_or_ipywidgets():
 
 def test_gradient_weights_equal_autograd_of_the_image_to_text_term():
     img, txt = batch()
-    sims = widgets.similarities(img, txt).requires_grad_()
+    sims = temperature_maths.similarities(img, txt).requires_grad_()
     for tau in (1.0, 0.07, 0.01):
         term = F.cross_entropy(sims / tau, torch.arange(len(sims)), reduction="sum")
         (g,) = torch.autograd.grad(term, sims)
-        torch.testing.assert_close(widgets.gradient_weights(sims.detach(), tau), g)
+        torch.testing.assert_close(temperature_maths.gradient_weights(sims.detach(), tau), g)
         for row in (0, 5):
-            st_ = widgets.row_stats(sims.detach(), tau, row)
+            st_ = temperature_maths.row_stats(sims.detach(), tau, row)
             neg = torch.arange(len(sims)) != row
             torch.testing.assert_close(st_.weights[neg], g[row][neg])
             assert st_.pull == pytest.approx(-g[row, row].item())
@@ -275,7 +275,7 @@ def test_gradient_weights_equal_autograd_of_the_image_to_text_term():
 
 def test_row_stats_stay_finite_at_tiny_tau():
     img, txt = batch(duplicate=False)
-    st_ = widgets.row_stats(widgets.similarities(img, txt), 1e-6, 0)
+    st_ = temperature_maths.row_stats(temperature_maths.similarities(img, txt), 1e-6, 0)
     assert math.isfinite(st_.entropy) and math.isfinite(st_.hardest_share)
     assert 0 < st_.hardest_share <= 1
 
@@ -289,15 +289,15 @@ sim_matrices = st.integers(min_value=2, max_value=10).flatmap(
 @given(sims=sim_matrices, t1=st.floats(0.005, 5.0), ratio=st.floats(1.01, 10.0))
 def test_lower_tau_never_raises_entropy_or_lowers_the_hardest_share(sims, t1, ratio):
     t2 = t1 * ratio                                         # t1 < t2
-    assert widgets.mean_entropy(sims, t1) <= widgets.mean_entropy(sims, t2) + 1e-9
-    assert (widgets.hardest_shares(sims, t1) >= widgets.hardest_shares(sims, t2) - 1e-9).all()
-    p = widgets.probabilities(sims, t1)
+    assert temperature_maths.mean_entropy(sims, t1) <= temperature_maths.mean_entropy(sims, t2) + 1e-9
+    assert (temperature_maths.hardest_shares(sims, t1) >= temperature_maths.hardest_shares(sims, t2) - 1e-9).all()
+    p = temperature_maths.probabilities(sims, t1)
     torch.testing.assert_close(p.sum(-1), torch.ones(len(sims), dtype=torch.float64))
 
 
 def test_descent_is_gradient_descent_on_log_tau():
     img, txt = batch()
-    taus, losses = widgets.descend_log_temperature(img, txt, start=0.2, steps=5, lr=0.7)
+    taus, losses = temperature_maths.descend_log_temperature(img, txt, start=0.2, steps=5, lr=0.7)
     u = torch.tensor(math.log(0.2), dtype=torch.float64, requires_grad=True)
     for k in range(6):
         value = clip_loss(img.double(), txt.double(), u.exp())
@@ -309,12 +309,12 @@ def test_descent_is_gradient_descent_on_log_tau():
 
 def test_optimal_temperature_is_the_bottom_of_the_curve():
     img, txt = batch()
-    best, best_loss = widgets.optimal_temperature(img, txt)
-    lo, hi = widgets.TAU_RANGE
+    best, best_loss = temperature_maths.optimal_temperature(img, txt)
+    lo, hi = temperature_maths.TAU_RANGE
     assert lo < best < hi                                   # the duplicate caption keeps τ* inside
     grid = torch.logspace(-3, 1, 400, dtype=torch.float64)
-    assert best_loss <= widgets.loss_curve(img, txt, grid).min().item() + 1e-12
-    assert widgets.loss_at(img, txt, best * 1.05) > best_loss and widgets.loss_at(img, txt, best / 1.05) > best_loss
+    assert best_loss <= temperature_maths.loss_curve(img, txt, grid).min().item() + 1e-12
+    assert temperature_maths.loss_at(img, txt, best * 1.05) > best_loss and temperature_maths.loss_at(img, txt, best / 1.05) > best_loss
 
 
 # --- the loss-vs-τ explorer -------------------------------------------------------------------
@@ -323,10 +323,10 @@ def test_loss_explorer_steps_converge_to_the_optimum(canvas):
     img, txt = batch()
     ex = widgets.LossTemperatureExplorer({"a": (img, txt), "b": batch(seed=2)}, tau=0.5, lr=2.0,
                                          max_steps=60, canvas=canvas)
-    best, best_loss = widgets.optimal_temperature(img, txt)
+    best, best_loss = temperature_maths.optimal_temperature(img, txt)
     d = ex.drawn()
     assert d["best"] == (pytest.approx(best), pytest.approx(best_loss))
-    np.testing.assert_allclose(d["curve_loss"], widgets.loss_curve(img, txt, d["curve_tau"]).numpy())
+    np.testing.assert_allclose(d["curve_loss"], temperature_maths.loss_curve(img, txt, d["curve_tau"]).numpy())
     assert len(d["path_tau"]) == 1 and d["now"][0] == pytest.approx(0.5)
     r = ex.step()
     assert r["steps"] == 1 and len(ex.drawn()["path_tau"]) == 2
@@ -343,7 +343,7 @@ def test_loss_explorer_steps_converge_to_the_optimum(canvas):
     ex.reset_button.click()
     assert ex.readouts["steps"] == 0
     ex.set_embeddings("b")
-    assert ex.drawn()["best"][0] == pytest.approx(widgets.optimal_temperature(*batch(seed=2))[0])
+    assert ex.drawn()["best"][0] == pytest.approx(temperature_maths.optimal_temperature(*batch(seed=2))[0])
 
 
 # --- static figures ---------------------------------------------------------------------------
