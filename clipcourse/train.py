@@ -27,6 +27,8 @@ class TrainConfig:
     steps: int = 800                     # optimiser steps
     batch_size: int = 128                # pairs per batch: each sees batch_size - 1 negatives
     lr: float = 2e-3                     # peak learning rate (AdamW)
+    temperature_lr: float | None = None  # peak learning rate of logit_scale alone (None: lr). Adam moves
+                                         # it by about this much per step (lesson 07)
     weight_decay: float = 0.05           # on weight matrices only; never on logit_scale, norms or biases
     warmup_steps: int = 20               # linear warm-up, then cosine decay to 0
     seed: int = 0                        # seeds the batch order (the model is seeded when built)
@@ -111,16 +113,28 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as open_clip makes them: decay weight matrices; not biases, norms, τ."""
-    decay, no_decay = [], []
+def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: float | None = None) -> list[dict]:
+    """AdamW groups as open_clip makes them: decay weight matrices; not biases, norms, τ.
+
+    With `temperature_lr`, logit_scale gets a third group of its own with that learning rate
+    (and no weight decay), so τ can travel further than the weights' learning rate allows.
+    """
+    if temperature_lr is not None and not temperature_lr > 0:
+        raise ValueError(f"temperature_lr must be positive (or None), got {temperature_lr}")
+    decay, no_decay, tau = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if temperature_lr is not None and "logit_scale" in name:
+            tau.append(p)
+            continue
         exclude = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name or "ln" in name
         (no_decay if exclude else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if temperature_lr is not None:
+        groups.append({"params": tau, "weight_decay": 0.0, "lr": temperature_lr})
+    return groups
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -167,11 +181,26 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _schedule(step: int, cfg: TrainConfig) -> float:
+    """The fraction of the peak learning rate at `step`: linear warm-up, then cosine decay to 0."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * _schedule(step, cfg)
+
+
+def temperature_travel(cfg: TrainConfig) -> float:
+    """Σ over steps of logit_scale's learning rate: about the furthest Adam can move log τ (lesson 07).
+
+    Adam's step is about lr whatever the gradient's size, so going from τ₀ to τ* needs
+    Σ lr ≥ |ln(τ*/τ₀)|.
+    """
+    peak = cfg.lr if cfg.temperature_lr is None else cfg.temperature_lr
+    return peak * sum(_schedule(step, cfg) for step in range(cfg.steps))
 
 
 def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
@@ -204,8 +233,10 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     history = History()
     callbacks = [history] + ([ProgressBar()] if progress else []) + list(callbacks or [])
     # fused: one kernel for all parameters instead of a loop of small ops per tensor
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay, cfg.temperature_lr), lr=cfg.lr,
                                   fused=device.type in ("cpu", "cuda"))
+    for group in optimizer.param_groups:
+        group["peak_lr"] = group["lr"]                          # each group follows the schedule from its peak
     state = TrainState(model, optimizer, cfg)
     order = torch.Generator().manual_seed(cfg.seed)
     n_batches = len(images) // cfg.batch_size
@@ -237,7 +268,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             x = to_float(images[idx].to(device))                    # (B, 3, H, W)
             t = tokens[idx].to(device)                              # (B, L)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(state.step, cfg)
+                group["lr"] = group["peak_lr"] * _schedule(state.step, cfg)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 image_features, text_features, temperature = model(x, t)
             loss = clip_loss(image_features, text_features, temperature)  # logits in float32 either way

@@ -4,6 +4,7 @@ the temperature clamp, divergence handling and argument checks.
 Runs use threads=1: on a busy 2-core machine one thread is both deterministic and far faster."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -420,3 +421,45 @@ def test_bad_precision_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("CLIPCOURSE_PRECISION", "fp16")
     with pytest.raises(ValueError, match="CLIPCOURSE_PRECISION must be 'auto', 'float32' or 'bfloat16', got 'fp16'"):
         train.resolve_precision("auto", torch.device("cpu"))
+
+
+# --- a learning rate of its own for τ (lesson 07) -----------------------------------------------
+
+def test_temperature_lr_puts_logit_scale_in_a_group_of_its_own(tok):
+    model = build_model(tok, seed=0)
+    groups = train.parameter_groups(model, 0.1, temperature_lr=0.05)
+    assert len(groups) == 3
+    assert groups[2]["params"] == [model.logit_scale] and groups[2]["lr"] == 0.05
+    assert groups[2]["weight_decay"] == 0.0                 # still no weight decay on τ
+    assert all(p is not model.logit_scale for g in groups[:2] for p in g["params"])
+    with pytest.raises(ValueError, match="temperature_lr must be positive"):
+        train.parameter_groups(model, 0.1, temperature_lr=0.0)
+
+
+def test_temperature_lr_equal_to_lr_changes_nothing(tok, pairs):
+    """A third group with the same learning rate is the same optimisation, bit for bit."""
+    runs = [train.train(build_model(tok, seed=0, temperature=0.5), *pairs,
+                        quick(steps=6, lr=3e-3, temperature_lr=t, precision="float32"), progress=False)[1]
+            for t in (None, 3e-3)]
+    assert runs[0].loss == runs[1].loss and runs[0].temperature == runs[1].temperature
+
+
+def test_temperature_lr_moves_tau_by_about_that_much_per_step(tok, pairs):
+    """Adam moves logit_scale by at most about its lr each step, whatever the gradient's size, so τ
+    travels up to Σ lr in log space (`temperature_travel`; all of it only while the gradient keeps its
+    sign: here, from τ = 1 on a 10-step run, measured 47 %); with the weights' small lr it barely moves."""
+    cfg = quick(steps=10, lr=1e-3, warmup_steps=1, precision="float32")
+    slow = train.train(build_model(tok, seed=0, temperature=1.0), *pairs, cfg, progress=False)[1]
+    fast_cfg = quick(steps=10, lr=1e-3, warmup_steps=1, precision="float32", temperature_lr=0.1)
+    fast = train.train(build_model(tok, seed=0, temperature=1.0), *pairs, fast_cfg, progress=False)[1]
+    moved_slow, moved_fast = -math.log(slow.temperature[-1]), -math.log(fast.temperature[-1])
+    assert moved_slow <= train.temperature_travel(cfg) * 1.05
+    assert 0.3 * train.temperature_travel(fast_cfg) < moved_fast <= train.temperature_travel(fast_cfg) * 1.05
+    assert moved_fast > 20 * moved_slow
+
+
+def test_temperature_travel_sums_the_schedule():
+    cfg = TrainConfig(steps=200, lr=2e-3, warmup_steps=20)
+    assert train.temperature_travel(cfg) == pytest.approx(sum(train._lr_at(s, cfg) for s in range(200)))
+    assert train.temperature_travel(TrainConfig(steps=200, lr=2e-3, warmup_steps=20, temperature_lr=0.02)) == \
+        pytest.approx(10 * train.temperature_travel(cfg))
