@@ -54,6 +54,7 @@ class _Setup:
     device: str
     threads: int | None
     precision: str = "auto"
+    temperature_lr: float | None = None
 
 
 @functools.lru_cache(maxsize=2)
@@ -77,7 +78,8 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
                         temperature=run["tau"])
     cfg = train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=run["seed"],
-                            device=setup.device, threads=setup.threads, precision=setup.precision)
+                            device=setup.device, threads=setup.threads, precision=setup.precision,
+                            temperature_lr=setup.temperature_lr)
     model, history = train.train(model, world.images, tokens, cfg, progress=False, callbacks=callbacks)
     classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
     held_img = evaluate.embed_images(model, held.images)
@@ -180,7 +182,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
           learnable: bool = True, resolution: int = 32, widths: tuple[int, ...] = (32, 64, 128),
           convs_per_stage: int = 1, batch_size: int = 128, lr: float = 2e-3, n_heldout: int = 1000,
           data_seed: int = 0, device: str = "auto", threads: int | None = 1, workers: int | None = None,
-          precision: str = "auto", callbacks: Callable[[dict], list] | None = None) -> list[dict]:
+          precision: str = "auto", learnable_starts: Sequence[float] = (INIT_TEMPERATURE,),
+          temperature_lr: float | None = None, callbacks: Callable[[dict], list] | None = None) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
@@ -188,6 +191,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
     image-caption features, and tau_trajectory (τ after every step).
     `precision` is TrainConfig's ("auto": bfloat16 where the hardware has it natively).
+    With `learnable`, one learnable run per seed starts from each τ in `learnable_starts` (CLIP's 0.07
+    by default); `temperature_lr` gives their logit_scale a learning rate of its own (lesson 07).
     `callbacks(run) -> list of Callbacks` may attach e.g. a dashboard to some runs; `run` is a
     dict with tau, learnable and seed. Runs train `workers` at a time in separate processes of
     `threads` CPU threads each (None: `default_workers`, one per core here): many small runs finish
@@ -199,6 +204,10 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
         raise ValueError("nothing to run: give at least one τ or learnable=True")
     if any(not t > 0 for t in taus):
         raise ValueError(f"every τ must be positive, got {list(taus)}")
+    if learnable and (not learnable_starts or any(not 0.01 <= t <= 1 for t in learnable_starts)):
+        raise ValueError(f"every learnable start must be in [0.01, 1] (the clamp's range), got {list(learnable_starts)}")
+    if temperature_lr is not None and not temperature_lr > 0:
+        raise ValueError(f"temperature_lr must be positive (or None), got {temperature_lr}")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
     if steps < 1:
@@ -209,10 +218,10 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
         raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
     train.resolve_precision(precision, train.resolve_device(device))   # a bad value fails here, not in a worker
     setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
-                   data_seed, device, threads, precision)
+                   data_seed, device, threads, precision, temperature_lr)
     runs = [dict(tau=float(t), learnable=False) for t in taus]
     if learnable:
-        runs.append(dict(tau=INIT_TEMPERATURE, learnable=True))
+        runs += [dict(tau=float(t), learnable=True) for t in learnable_starts]
     jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
     workers = min(len(jobs), workers or default_workers(device, threads))
     if workers > 1:
@@ -231,9 +240,11 @@ _METRICS = ("heldout_acc", "train_combo_acc", "final_tau", "alignment", "uniform
 def summarize(rows: Sequence[dict]) -> dict:
     """Means and standard deviations over seeds.
 
-    Returns {"sweep": [one dict per fixed τ, ascending], "learnable": dict or None}; each dict
-    holds tau, n_seeds and <metric>_mean / <metric>_std for heldout_acc, train_combo_acc,
-    final_tau, alignment and uniformity, plus acc_mean / acc_std (= held-out accuracy).
+    Returns {"sweep": [one dict per fixed τ, ascending], "learnable": dict or None,
+    "learnable_starts": [one dict per learnable start, ascending]}; "learnable" is the run from
+    CLIP's 0.07 if there is one, else the first start. Each dict holds tau (the fixed τ or the start),
+    n_seeds and <metric>_mean / <metric>_std for heldout_acc, train_combo_acc, final_tau, alignment
+    and uniformity, plus acc_mean / acc_std (= held-out accuracy).
     """
     groups: dict[tuple[bool, float], list[dict]] = {}
     for row in rows:
@@ -247,8 +258,9 @@ def summarize(rows: Sequence[dict]) -> dict:
         return out
 
     fixed = [stats(tau, members) for (is_learnable, tau), members in sorted(groups.items()) if not is_learnable]
-    learn = [stats(tau, members) for (is_learnable, tau), members in groups.items() if is_learnable]
-    return {"sweep": fixed, "learnable": learn[0] if learn else None}
+    learn = [stats(tau, members) for (is_learnable, tau), members in sorted(groups.items()) if is_learnable]
+    clip_start = [row for row in learn if math.isclose(row["tau"], INIT_TEMPERATURE)]
+    return {"sweep": fixed, "learnable": (clip_start or learn or [None])[0], "learnable_starts": learn}
 
 
 def clearly_below(a_mean: float, a_std: float, b_mean: float, b_std: float, margin: float = 0.05) -> bool:

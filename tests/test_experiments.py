@@ -150,3 +150,24 @@ def test_precision_reaches_the_runs(rows):
     bf16 = experiments.sweep([0.05], seeds=[0], learnable=False, precision="bfloat16", **SMALL)
     assert f32[0]["final_loss"] != bf16[0]["final_loss"]
     assert math.isclose(f32[0]["final_loss"], bf16[0]["final_loss"], rel_tol=0.05)
+
+
+def test_learnable_runs_from_several_starts_with_a_temperature_lr():
+    rows = experiments.sweep([], seeds=[0], learnable_starts=[0.01, 1.0], temperature_lr=0.05, **SMALL)
+    assert [(r["tau"], r["learnable"]) for r in rows] == [(0.01, True), (1.0, True)]
+    slow = experiments.sweep([], seeds=[0], learnable_starts=[1.0], **SMALL)
+    # with its own, larger learning rate τ leaves 1.0 further in the same 3 steps
+    assert rows[1]["final_tau"] < slow[0]["final_tau"] <= 1.0
+    summary = experiments.summarize(rows)
+    assert [r["tau"] for r in summary["learnable_starts"]] == [0.01, 1.0]
+    assert summary["learnable"]["tau"] == 0.01          # no 0.07 run: the first start
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(learnable_starts=[0.005]), r"learnable start must be in \[0.01, 1\]"),
+    (dict(learnable_starts=[]), r"learnable start must be in \[0.01, 1\]"),
+    (dict(temperature_lr=-1.0), "temperature_lr must be positive"),
+])
+def test_bad_learnable_settings_raise_before_any_run(change, match):
+    with pytest.raises(ValueError, match=match):
+        experiments.sweep([0.1], seeds=[0], **{**SMALL, **change})
