@@ -7,8 +7,9 @@
 Each notebook runs in a new kernel started from this process's environment, with the same
 settings the test suite gives nbval's kernels (OMP_WAIT_POLICY=PASSIVE, see conftest.py) and a
 fixed PYTHONHASHSEED. Execution counts come out in order (1, 2, 3, ...); per-cell execution
-timestamps (metadata.execution) are not recorded, so that re-executing a lesson changes only
-what its cells print and draw. A cell that raises stops that notebook, and it is not written.
+timestamps (metadata.execution) are not recorded, and the ids of the widgets whose state is stored
+are renamed in order of appearance, so that re-executing a lesson changes only what its cells print
+and draw. A cell that raises stops that notebook, and it is not written.
 
 Run it on the machine whose outputs you want to store, without a CPU profile: nbval compares the
 stored outputs with a fresh run under every profile of the README's test command.
@@ -17,9 +18,12 @@ stored outputs with a fresh run under every profile of the README's test command
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -35,6 +39,32 @@ def strip_timestamps(nb: nbformat.NotebookNode) -> None:
         cell.get("metadata", {}).pop("execution", None)
 
 
+def stable_widget_ids(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """Rename the random ids of stored widget models to ids derived from `name` and their place.
+
+    Models are numbered as they are reached from the cells' outputs, following the references in
+    their state; any left over are numbered in the order of their state's text.
+    """
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    if not state:
+        return nb
+    ref = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+    order: list[str] = []
+    queue = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    while queue:
+        model_id = queue.pop(0)
+        if model_id in state and model_id not in order:
+            order.append(model_id)
+            queue += ref.findall(json.dumps(state[model_id], sort_keys=True))
+    left = [m for m in state if m not in order]
+    order += sorted(left, key=lambda m: ref.sub("IPY_MODEL_", json.dumps(state[m], sort_keys=True)))
+    new = {old: uuid.uuid5(uuid.NAMESPACE_URL, f"clipcourse/{name}/{k}").hex for k, old in enumerate(order)}
+    text = re.sub("|".join(map(re.escape, new)), lambda m: new[m.group()], nbformat.writes(nb))
+    return nbformat.reads(text, as_version=4)
+
+
 def execute(path: Path, output: Path, timeout: int) -> float:
     """Run `path` top to bottom in a fresh kernel and write the result to `output`; return seconds."""
     nb = nbformat.read(path, as_version=4)
@@ -44,6 +74,7 @@ def execute(path: Path, output: Path, timeout: int) -> float:
     client.execute()
     seconds = time.perf_counter() - t0
     strip_timestamps(nb)
+    nb = stable_widget_ids(nb, path.name)
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     if counts != list(range(1, len(counts) + 1)):
         raise RuntimeError(f"{path}: execution counts out of order: {counts}")
