@@ -212,6 +212,8 @@ def main(argv=None) -> dict:
 
 def _print_block(results: dict) -> None:
     for key, value in results.items():
+        if key in ("date", "machine", "cpu", "cpu_extensions", "native_bfloat16", "float32"):
+            continue
         if key == "sweep":
             for r in value:
                 print(f"  sweep τ={r['tau']:<8.3g}   acc {r['acc_mean']:.3f} ± {r['acc_std']:.3f}")
@@ -219,7 +221,7 @@ def _print_block(results: dict) -> None:
             print(f"  learnable τ→{value['final_tau']:.3g}   acc {value['acc_mean']:.3f} ± {value['acc_std']:.3f}")
         elif isinstance(value, list):
             print(f"  {key:22s} " + ", ".join(f"{v:.4g}" for v in value))
-        elif key not in ("date", "machine", "cpu", "cpu_extensions", "native_bfloat16", "float32"):
+        else:
             print(f"  {key:22s} {value:.4g}" if isinstance(value, float) else f"  {key:22s} {value}")
 
 
