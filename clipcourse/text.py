@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from . import data
-from .data import fix_articles  # noqa: F401  (lesson 08 still reaches it as text.fix_articles)
 
 PAD, SOT, EOT, UNK = "<pad>", "<sot>", "<eot>", "<unk>"
 SPECIALS = (PAD, SOT, EOT, UNK)
