@@ -15,9 +15,13 @@ held-out combinations has learned to compose "green" and "triangle", not memoris
 
 from __future__ import annotations
 
+import codecs
+import csv
 import os
 import re
+import warnings
 from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
 
 import torch
 
@@ -254,8 +258,29 @@ class ShapesWorld:
         return cls(images, describe(scenes, generator=g), scenes)
 
 
+def check_uint8(images: torch.Tensor, name: str = "images") -> None:
+    """Refuse pixels that are not uint8 in [0, 255], saying how to convert them.
+
+    Float pixels are ambiguous: torchvision's ToTensor() gives [0, 1], other code [0, 255] or
+    already [-1, 1], and no test on the values tells them apart safely. Read as if they were
+    uint8, [0, 1] floats become [-1, -0.992]: a black picture the model would silently train on.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a uint8 torch.Tensor, got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        return
+    seen = ""
+    if images.numel() and not images.is_complex():
+        seen = f" with values in [{images.min().item():.4g}, {images.max().item():.4g}]"
+    raise TypeError(
+        f"{name} must be uint8 pixels in [0, 255], got {images.dtype}{seen}. Convert floats in [0, 1] "
+        f"(torchvision's ToTensor()) with (x * 255).round().to(torch.uint8), floats in [0, 255] with "
+        f"x.round().clamp(0, 255).to(torch.uint8)")
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) to floats centred on 0, the encoders' input."""
+    """uint8 images (N, 3, H, W) to floats centred on 0, the encoders' input; other dtypes raise."""
+    check_uint8(images)
     return images.float().div(127.5).sub(1.0)
 
 
@@ -293,35 +318,130 @@ def write_caption_dataset(dataset: ShapesWorld, root: str | os.PathLike,
 
 
 def read_caption_file(ann_file: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a Flickr30k-style caption file into {image file name: [captions in order]}."""
-    out: dict[str, list[str]] = {}
-    with open(ann_file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            key, sep, caption = line.rstrip("\n").partition("\t")
+    """Read a caption file into {image file name: [captions in order]}.
+
+    Two formats: Flickr30k's `image.jpg#N<TAB>caption` lines (what `write_caption_dataset` writes,
+    and Flickr8k's `Flickr8k.token.txt` and Flickr30k's `results_20130124.token` as downloaded), and
+    the Kaggle `captions.txt` CSV whose first line is the header `image,caption`. Windows line
+    endings and a UTF-8 byte-order mark are fine. A malformed line, an empty caption, a file that is
+    not UTF-8 or a file with no captions raises ValueError naming the file and the line.
+    """
+    captions, _ = _parse_caption_file(ann_file)
+    return captions
+
+
+_CSV_HEADER = b"image,caption"  # the Kaggle Flickr8k / Flickr30k captions.txt
+
+
+def _parse_caption_file(ann_file) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """{name: [captions]} and {name: the line of its first caption} (for later error messages)."""
+    with open(ann_file, "rb") as fh:
+        raw = fh.read()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{ann_file}: the file is UTF-16 text; save it as UTF-8")
+    raw = raw.removeprefix(codecs.BOM_UTF8)  # Notepad and Excel write one
+    lines = raw.splitlines()                 # '\n', '\r\n' (Windows) and '\r' all end a line
+    is_csv = bool(lines) and lines[0].strip().lower() == _CSV_HEADER
+    captions: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    for lineno, raw_line in enumerate(lines, 1):
+        if is_csv and lineno == 1:
+            continue                         # the header
+        where = f"{ann_file}:{lineno}"
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                             f"save the file as UTF-8") from None
+        if not line.strip():
+            continue                         # blank lines are skipped (still counted)
+        if is_csv:
+            row = next(csv.reader([line]))   # a caption with a comma comes in quotes
+            name, caption = (row[0], ",".join(row[1:])) if len(row) >= 2 else ("", "")
+            if not name:
+                raise ValueError(f"{where}: expected 'image,caption' (the header says CSV), got {line!r}")
+        else:
+            key, tab, caption = line.partition("\t")
             name, hash_, number = key.rpartition("#")
-            if not sep or not hash_ or not number.isdigit():
-                raise ValueError(f"{ann_file}:{lineno}: expected 'image#N<TAB>caption', got {line!r}")
-            out.setdefault(name, []).append(caption.strip())
-    return out
+            if not tab or not hash_ or not number.isdigit() or not name:
+                raise ValueError(f"{where}: expected 'image#N<TAB>caption', got {line!r}")
+        if not caption.strip():
+            raise ValueError(f"{where}: empty caption for {name!r}")
+        captions.setdefault(name, []).append(caption.strip())
+        first_line.setdefault(name, lineno)
+    if not captions:
+        what = "only the header" if is_csv else "no caption lines (it is empty)"
+        raise ValueError(f"{ann_file}: no captions: the file has {what}")
+    return captions, first_line
+
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # ~67 megapixels, ~200 MB as RGB: any camera photo, below PIL's own
+                                # DecompressionBombWarning (~89 MP); larger is refused, not decoded
 
 
 def load_caption_dataset(root: str | os.PathLike, ann_file: str = "captions.txt",
-                         resolution: int = 32) -> tuple[torch.Tensor, list[str]]:
-    """Load images and captions (first caption per image) written in the Flickr30k format.
+                         resolution: int = 32, *,
+                         max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, list[str]]:
+    """Load images and captions (first caption per image) from a folder and its caption file.
 
-    This is how to bring your own Flickr8k/Flickr30k-style data: resize to the model's resolution
-    and tokenise the captions with a tokenizer built from them.
+    This is how to bring your own Flickr8k/Flickr30k-style data: images are resized to the model's
+    resolution; tokenise the captions with a tokenizer built from them. `ann_file` is a path
+    relative to `root` (or absolute); image names must be files inside `root`: a name with '..',
+    an absolute name or a symlink leading out of `root` is refused before any image is opened.
+    A missing image, a file that is not an image, or one of more than `max_pixels` pixels raises
+    ValueError naming the caption file and line.
     """
-    from PIL import Image
-
-    captions = read_caption_file(os.path.join(root, ann_file))
+    if not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+    if not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    ann_path = os.path.join(root, ann_file)
+    captions, first_line = _parse_caption_file(ann_path)
     names = sorted(captions)
-    images = []
-    for name in names:
-        with Image.open(os.path.join(root, name)) as im:
-            im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-            images.append(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-                          .view(resolution, resolution, 3).permute(2, 0, 1))
+    # Check every name first: a caption file must not make us read anything outside root.
+    paths = [_image_path(root, n, f"{ann_path}:{first_line[n]}") for n in names]
+    images = [_load_image(p, n, resolution, max_pixels, f"{ann_path}:{first_line[n]}")
+              for p, n in zip(paths, names)]
     return torch.stack(images), [captions[n][0] for n in names]
+
+
+def _image_path(root, name: str, where: str) -> str:
+    """The real path of image `name`, which must be an existing file inside root."""
+    parts = re.split(r"[\\/]", name)
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor or ".." in parts:
+        raise ValueError(f"{where}: image name {name!r} points outside the data folder; "
+                         f"use a relative name inside it (no '..', no absolute path)")
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, name))  # follows symlinks, opens nothing
+    if os.path.commonpath([real_root, path]) != real_root:
+        raise ValueError(f"{where}: image {name!r} is a link to {path}, outside the data folder {real_root}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: image {name!r} not found in {root}")
+    return path
+
+
+def _load_image(path: str, name: str, resolution: int, max_pixels: int, where: str) -> torch.Tensor:
+    """One image file as uint8 (3, resolution, resolution); undecodable or huge files raise ValueError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # PIL only warns between ~89 and ~179 megapixels
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)        # reads the header, not the pixels
+    except UnidentifiedImageError:
+        raise ValueError(f"{where}: {name!r} is not an image file PIL can read") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: image {name!r} is too large to decode safely: {e}") from None
+    except OSError as e:                 # unreadable: permissions, a broken disk, ...
+        raise ValueError(f"{where}: image {name!r} could not be read: {e}") from e
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ValueError(f"{where}: image {name!r} is {w}x{h} = {w * h:,} pixels, more than "
+                             f"max_pixels={max_pixels:,}; too large to decode safely (shrink it first)")
+        try:
+            rgb = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+        except Exception as e:  # truncated or corrupt data: PIL raises OSError, SyntaxError, ...
+            raise ValueError(f"{where}: image {name!r} could not be decoded: {e}") from e
+    return (torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+            .view(resolution, resolution, 3).permute(2, 0, 1))

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .data import to_float
+from .data import check_uint8, to_float
 from .loss import clip_loss, in_batch_accuracy
 
 
@@ -216,6 +216,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     cfg = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a 4-D tensor (N, 3, H, W), got {getattr(images, 'shape', type(images))}")
+    check_uint8(images)  # float pixels would be read as near-black: refuse them, saying how to convert
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or len(tokens) != len(images):
         raise ValueError(f"tokens must be a 2-D tensor with one row per image ({len(images)}), "
                          f"got {getattr(tokens, 'shape', type(tokens))}")
