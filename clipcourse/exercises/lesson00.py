@@ -36,7 +36,16 @@ def check_cosine_similarity(answer, a=A, b=B) -> Feedback:
                      "Use float vectors, e.g. torch.tensor([1., 2., 2.]).")
     value = _as_number(answer)
     if value is None:
+        if isinstance(answer, str):
+            return wrong(f"expected a number, got a string ({answer!r}).",
+                         "Remove the quotes: compute the number, e.g. answer = (a * b).sum() / (a.norm() * b.norm()).")
+        if isinstance(answer, (list, tuple)):
+            return wrong(f"expected a single number, got a {type(answer).__name__} of {len(answer)} items.",
+                         "Sum the element-wise products and divide by both lengths: one number.")
         return wrong(f"expected a number, got {type(answer).__name__}.", "Use a float or a 0-d tensor.")
+    if not math.isfinite(value):
+        return wrong(f"your answer is {value}: a division by zero (0 / 0 gives NaN), or a length computed as 0.",
+                     "The lengths of a and b are 3 and 7: check how you compute a.norm() and b.norm().")
     a = torch.as_tensor(a, dtype=torch.float64)
     b = torch.as_tensor(b, dtype=torch.float64)
     dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
@@ -59,10 +68,21 @@ def check_cosine_similarity(answer, a=A, b=B) -> Feedback:
          "The cosine similarity is cos(angle) = a · b / (|a| |b|)."),
         (float((a - b).norm()), "that is the Euclidean distance |a - b|, not the cosine similarity.",
          "Use the dot product divided by both lengths."),
+        (-cos, "the sign is flipped: that is minus the cosine similarity.", "Drop the minus sign."),
+        (cos * cos, "that is the squared cosine.", "Don't square it: cos = a · b / (|a| |b|)."),
+        (dot / (na + nb), "you divided by the sum of the lengths; the cosine divides by their product.",
+         "a.norm() * b.norm(), not a.norm() + b.norm()."),
+        (dot / float((a * a).sum() + (b * b).sum()), "you divided by the sum of the squared lengths.",
+         "Divide by the product of the lengths: a.norm() * b.norm()."),
+        (1 / cos, "that is 1 / cos: the fraction is upside down.", "Dot product on top, the lengths below."),
     ]
     for target, message, hint in mistakes:
         if abs(value - target) <= 5e-4 * max(1.0, abs(target)):
             return wrong(message, hint)
+    if value == int(value) and cos != int(cos) and -1.0 <= value <= 1.0:
+        return wrong(f"a whole number ({value:g}): somewhere a result was rounded to an integer "
+                     "(// instead of /, int(), round(), or integer vectors).",
+                     "Use float vectors and / for the division.")
     if abs(value - cos) <= 1e-2:
         return wrong(f"close ({value:.4f}), but rounded too much.", "Keep at least three decimals.")
     if not -1.0 <= value <= 1.0:

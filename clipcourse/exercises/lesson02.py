@@ -11,8 +11,23 @@ from . import Feedback, correct, not_attempted, wrong
 
 def _combo_ids(answer) -> tuple[set[int] | None, str]:
     """The answer as a set of combination ids, or (None, why not)."""
+    if isinstance(answer, dict):
+        return None, ("a dict: its keys are every combination you counted; the answer is only those whose "
+                      "count is zero, as a list")
     if isinstance(answer, torch.Tensor):
+        if answer.dtype == torch.bool:
+            return None, ("a mask of True/False values; turn it into the ids where it is True: "
+                          "mask.nonzero().flatten().tolist()")
+        if answer.is_floating_point():
+            if not torch.equal(answer, answer.round()):
+                return None, "ids are whole numbers, but your tensor holds fractions"
+            answer = answer.long()
+        if answer.ndim == 2 and answer.shape[1] == 2:
+            return None, ("(colour, shape) pairs, one per row; give one id per combination: "
+                          "colour * 6 + shape (data.combo_index)")
         answer = answer.flatten().tolist()
+    if isinstance(answer, str) and ("," in answer or " and " in answer):
+        return None, "one string holding several names; give a list with one name per combination"
     if isinstance(answer, (str, int)):
         answer = [answer]
     try:
@@ -21,9 +36,22 @@ def _combo_ids(answer) -> tuple[set[int] | None, str]:
         return None, f"expected a list of combination ids or names, got {type(answer).__name__}"
     names = {data.combo_name(i): i for i in range(data.NUM_COMBOS)}
     ids = set()
+    if len(items) == data.NUM_COMBOS and sorted(i for i in items if isinstance(i, int)) != list(range(data.NUM_COMBOS)):
+        return None, (f"{data.NUM_COMBOS} numbers, one per combination: counts or a mask, not ids; keep the "
+                      "ids whose count is zero: (counts == 0).nonzero().flatten().tolist()")
     for item in items:
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            return None, (f"{item!r} is a pair; give one id per combination (colour * 6 + shape, "
+                          "data.combo_index) or a name such as 'green triangle'")
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)                      # 17.0 is the id 17
         if isinstance(item, str):
             key = " ".join(w for w in split_words(item) if w not in ("a", "an"))
+            words = key.split()
+            if len(words) == 2 and words[0] in data.SHAPES and words[1] in data.COLOR_NAMES:
+                return None, f"{item!r} is not a colour x shape name: the colour comes first ('{words[1]} {words[0]}')"
+            if len(words) == 2 and words[1].endswith("s") and f"{words[0]} {words[1][:-1]}" in names:
+                return None, f"{item!r} is not a colour x shape name: use the singular ('{words[0]} {words[1][:-1]}')"
             if key not in names:
                 return None, (f"{item!r} is not a colour x shape name like 'green triangle' "
                               f"(colours: {', '.join(data.COLOR_NAMES)}; shapes: {', '.join(data.SHAPES)})")
@@ -61,6 +89,11 @@ def check_heldout_combos(answer) -> Feedback:
     if ids == swapped:
         return wrong("your ids use shape * 8 + colour; the package numbers combinations colour * 6 + shape.",
                      "Use data.combo_index(colour, shape), or give names with data.combo_name(i).")
+    if ids == {i + 1 for i in expected}:
+        return wrong("every id is one too large: ids count from 0.", "Subtract 1, or use data.combo_index(colour, shape).")
+    if not ids:
+        return wrong("an empty list: no combination at all.",
+                     "Count every colour x shape pair over a few thousand training images and keep the zeros.")
     missing, extra = expected - ids, ids - expected
     if not missing and extra:
         return wrong(f"all {len(expected)} held-out combinations are there, but also {len(extra)} that do "
@@ -82,8 +115,19 @@ def check_caption(answer, scene) -> Feedback:
     """Does the caption describe this one-object scene (colour, shape, and size / position if given)?"""
     if answer is None:
         return not_attempted("a caption for the scene, such as 'a ... ...'")
+    if isinstance(answer, (list, tuple)) and all(isinstance(w, str) for w in answer):
+        return wrong(f"a {type(answer).__name__} of words; expected one string.",
+                     "Join the words: ' '.join(words), or write the caption in quotes.")
+    if isinstance(answer, torch.Tensor):
+        return wrong("a tensor (token ids?); expected the caption as text.",
+                     "Write the caption in quotes, e.g. 'a red circle'.")
     if not isinstance(answer, str):
         return wrong(f"expected a string, got {type(answer).__name__}.", "Write the caption in quotes.")
+    if not answer.strip():
+        return wrong("an empty caption.", "Name at least the colour and the shape, e.g. 'a red circle'.")
+    if any(ch.isdigit() for ch in answer):
+        return wrong("the caption contains digits: those are the scene's indices, not words.",
+                     "Look each index up: data.COLOR_NAMES[colour], data.SHAPES[shape], data.SIZES[size].")
     scene = torch.as_tensor(scene)
     obj = scene[0] if scene.ndim == 2 else scene
     c, s, z, p = (int(v) for v in obj[:4])

@@ -13,8 +13,12 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
     """Is `answer` the (B,) index of the <eot> token in each row of `tokens` (B, L)?"""
     if answer is None:
         return not_attempted("a (B,) tensor with the position of <eot> in each row of tokens")
-    if isinstance(answer, (list, tuple)):
-        answer = torch.tensor(answer)
+    if isinstance(answer, (list, tuple)) or type(answer).__module__ == "numpy":
+        try:
+            answer = torch.as_tensor(answer)
+        except (TypeError, ValueError, RuntimeError):
+            return wrong(f"expected a tensor of positions, got a {type(answer).__name__} that is not one "
+                         "list of numbers.", "One position per caption: a (B,) tensor.")
     if not isinstance(answer, torch.Tensor):
         return wrong(f"expected a tensor of positions, got {type(answer).__name__}.",
                      "Compute it with tensor operations on tokens.")
@@ -22,6 +26,11 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
     if answer.shape == tokens.shape and answer.dtype == torch.bool:
         return wrong("that is a (B, L) mask of where <eot> is, not its position.",
                      "Turn the mask into an index per row: .int().argmax(dim=1).")
+    if answer.shape in ((b, 1), (1, b)):
+        return wrong(f"shape {tuple(answer.shape)}: the right count, but an extra dimension (keepdim=True?).",
+                     "Drop it: .squeeze(), or argmax(dim=1) without keepdim.")
+    if answer.dtype == torch.bool:
+        return wrong("booleans, not positions.", "Positions are indices: (tokens == eot_id).int().argmax(dim=1).")
     if answer.shape != (b,):
         return wrong(f"wrong shape {tuple(answer.shape)}; expected ({b},), one position per caption.",
                      "Reduce over the token dimension (dim=1).")
@@ -31,6 +40,12 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
         answer = answer.long()
     answer = answer.cpu().long()
     eot = (tokens == eot_id).int().argmax(dim=1)                 # (B,)
+    if (answer < 0).any():
+        return wrong(f"negative positions ({answer.min().item()}): counted from the end, or a 'not found' -1.",
+                     f"Positions count from 0 at <sot>; tokens has {length} positions per row.")
+    if (answer >= length).any():
+        return wrong(f"position {answer.max().item()} does not exist: each row has {length} tokens (0..{length - 1}).",
+                     "Look for the <eot> id in each row: (tokens == eot_id).int().argmax(dim=1).")
     if torch.equal(answer, eot):
         return correct("The text encoder reads its summary of each caption at these positions.")
     if torch.equal(answer, tokens.argmax(dim=1)) and int(tokens.max()) != eot_id:
@@ -52,6 +67,12 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
     if torch.equal(answer, torch.full_like(answer, length - 1)):
         return wrong("that is the last position of every row, which is padding.",
                      "Captions have different lengths; find where each one's <eot> is.")
+    if (answer == 0).all():
+        return wrong("every position is 0, the <sot> token: argmax over a row with no match returns 0.",
+                     f"Is the id right? <eot> is {eot_id}; compare tokens with it, then .int().argmax(dim=1).")
+    if (answer == answer[0]).all() and not (eot == eot[0]).all():
+        return wrong(f"the same position ({answer[0].item()}) for every caption, but the captions have different "
+                     "lengths.", "Compute one position per row from that row's tokens.")
     right = (answer == eot).sum().item()
     return wrong(f"{right} of {b} positions are right.",
                  "For each row, the index where tokens == eot_id: (tokens == eot_id).int().argmax(dim=1).")

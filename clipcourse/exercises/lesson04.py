@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ..loss import clip_loss
 from . import Feedback, check_function, correct, not_attempted, wrong
+from ._symptoms import call, close, explain_exception, not_finite, number
 
 
 def _features(batch: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +40,7 @@ def _mistakes(img: torch.Tensor, txt: torch.Tensor, tau: float):
          "Add F.cross_entropy(logits.T, labels) and halve the sum."),
         (ce(logits.T, labels), "only one direction: text→image. CLIP averages it with image→text.",
          "Add F.cross_entropy(logits, labels) and halve the sum."),
+        (both(sims / tau ** 2), "you divided by τ twice (by τ²).", "Divide the similarities by τ once."),
         (2 * both(logits), "you added the two directions without averaging them (twice the loss).",
          "Divide the sum of the two cross-entropies by 2."),
         (both(logits, reduction="sum"), "you summed over the batch instead of averaging (B times the loss).",
@@ -53,7 +57,175 @@ def _mistakes(img: torch.Tensor, txt: torch.Tensor, tau: float):
          "Pass the logits themselves to F.cross_entropy."),
         (both(-sims / tau), "the sign of the logits is flipped: higher similarity must mean a higher logit.",
          "logits = +similarity / τ."),
+        (clip_loss(F.normalize(img, dim=0), F.normalize(txt, dim=0), tau),
+         "the features were normalised along the wrong dimension (dim=0, across the batch).",
+         "The features arrive normalised already; if you normalise again, use dim=-1 (each vector)."),
+        ((F.nll_loss(logits.softmax(-1), labels) + F.nll_loss(logits.T.softmax(-1), labels)) / 2,
+         "a negative loss: you passed probabilities (a softmax) to F.nll_loss, which only picks "
+         "-input[i, label_i] and so expects log-probabilities.",
+         "Use log_softmax instead of softmax, or pass the logits to F.cross_entropy."),
+        ((F.nll_loss(logits, labels) + F.nll_loss(logits.T, labels)) / 2,
+         "a negative loss: you passed the logits to F.nll_loss, which only picks -input[i, label_i] "
+         "(no softmax), so the negatives are ignored.",
+         "F.cross_entropy(logits, labels) = F.nll_loss(logits.log_softmax(dim=-1), labels)."),
+        (-both(logits), "a negative loss: the sign is flipped (a missing or an extra minus).",
+         "The loss is -log P(positive), a positive number: check the minus signs."),
     ]
+
+
+_TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def _same_diagonal(img: torch.Tensor, txt: torch.Tensor, seed: int) -> torch.Tensor:
+    """Other captions with the same positive similarities img_i · txt_i: only the negatives change."""
+    g = torch.Generator().manual_seed(seed + 100)
+    d = (img * txt).sum(dim=-1, keepdim=True)                                  # (B, 1) the diagonal
+    r = torch.randn(txt.shape, generator=g)
+    r = F.normalize(r - (r * img).sum(dim=-1, keepdim=True) * img, dim=-1)     # ⟂ its own image
+    return d * img + (1 - d ** 2).clamp_min(0).sqrt() * r                      # (B, D), unit length
+
+
+def _column_scale(dim: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + 200)
+    return 0.5 + 2 * torch.rand(dim, generator=g)                              # (D,) one factor per feature
+
+
+def _confident_mistakes(batch: int = 6, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each caption is far closer to the next image than to its own: at τ = 0.01 the logits reach ±100."""
+    g = torch.Generator().manual_seed(7)
+    img = torch.linalg.qr(torch.randn(dim, batch, generator=g)).Q.T.contiguous()   # (B, D) orthonormal
+    txt = F.normalize(0.95 * img.roll(-1, dims=0) - 0.3 * img, dim=-1)
+    return img, txt
+
+
+def _value(fn, img, txt, tau):
+    """The learner's loss as a float, or None if it raised or did not return one number."""
+    out, err = call(fn, img.clone(), txt.clone(), tau)
+    if err is not None:
+        return None
+    return number(out) if not isinstance(out, torch.Tensor) or out.numel() == 1 else None
+
+
+def _returned(out, n: int) -> Feedback | None:
+    """What is wrong with the type, shape or dtype of what the learner's function returned."""
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        if number(out) is not None:
+            return wrong(f"your function returned a {kind}, not a tensor.",
+                         "Return the tensor itself: .item() or float() cut the graph, so no gradient can flow.")
+        if isinstance(out, (tuple, list)):
+            return wrong(f"your function returned a {kind} of {len(out)} items, not a tensor.",
+                         "Return one 0-d tensor: the average of the two directions.")
+        return wrong(f"your function returned a {kind}, not a tensor.", "Return the loss as a 0-d torch tensor.")
+    if out.numel() != 1:
+        shape = tuple(out.shape)
+        if shape == (n,):
+            why = "one loss per example: the batch was not averaged"
+            hint = "Average over the batch: F.cross_entropy does it by default (no reduction='none')."
+        elif shape == (n, n):
+            why = "a (B, B) matrix: the logits or the per-pair terms, not yet reduced to a loss"
+            hint = "Feed the logits to F.cross_entropy with labels = torch.arange(B)."
+        elif shape in ((2,), (1, 2), (2, 1)):
+            why = "two numbers: the two directions, not yet averaged"
+            hint = "Return (loss_image_to_text + loss_text_to_image) / 2."
+        elif shape == (2, n) or shape == (n, 2):
+            why = "one loss per example and per direction"
+            hint = "Average over the batch (the default of F.cross_entropy) and over the two directions."
+        else:
+            why = "the loss is one number"
+            hint = "Reduce to one number: the mean over the batch of the two directions' average."
+        return wrong(f"your function returned shape {shape}; {why}.", hint)
+    if not out.is_floating_point():
+        return wrong(f"your function returned an integer tensor ({out.dtype}): a loss is a real number.",
+                     "Do not round, compare or argmax: cross-entropy gives a float.")
+    return None
+
+
+def _proportional(fn, ratio: float, img2, txt2, tau2) -> Feedback | None:
+    """The learner's loss is CLIP's times a constant on two different batches: name the constant."""
+    other = _value(fn, img2, txt2, tau2)
+    if other is None or not close(other, ratio * clip_loss(img2, txt2, tau2).item(), 1e-3, 1e-6):
+        return None
+    n2 = len(img2)
+    known = [
+        (1 / math.log(2), "you used log base 2 (bits); PyTorch's cross-entropy uses the natural log (nats).",
+         "Use torch.log (or F.cross_entropy), not torch.log2."),
+        (1 / math.log(10), "you used log base 10; the loss uses the natural log.", "Use torch.log, not log10."),
+        (0.5, "half of CLIP's loss: you divided by 2 once too often (or by 4 instead of 2).",
+         "(loss_i2t + loss_t2i) / 2, each already a mean over the batch."),
+    ]
+    for k, message, hint in known:
+        if close(ratio, k, 1e-3):
+            return wrong(message, hint)
+    return wrong(f"your loss is CLIP's times a constant ({ratio:.4g}) on two different batches: the formula is "
+                 f"right up to a factor.",
+                 f"Look for an extra factor: a sum where a mean belongs (× B = {n2} here), a missing / 2, "
+                 f"or a τ used twice.")
+
+
+def _diagnose(fn, img, txt, tau, value: float, expected: float) -> Feedback:
+    """The value is wrong and no exact formula matched: probe the learner's function for symptoms."""
+    n, dim = img.shape
+    if value < -1e-6:
+        return wrong(f"your loss is negative ({value:.4f}), but a cross-entropy -log P is never negative. "
+                     "This usually means probabilities, logits or log-probabilities went into F.nll_loss "
+                     "(which only picks -input[i, label_i]), or a minus sign is missing.",
+                     "F.nll_loss wants log-probabilities (log_softmax); simplest: F.cross_entropy(logits, labels).")
+    # τ has no effect
+    other_tau = _value(fn, img, txt, tau * 2)
+    if other_tau is not None and close(other_tau, value) and not close(clip_loss(img, txt, tau * 2).item(), expected):
+        return wrong(f"your loss does not change when τ changes (the same {value:.4f} at τ = {tau} and at {2 * tau}).",
+                     "Divide the similarities by the temperature argument: logits = sims / temperature.")
+    # only the diagonal is used
+    txt_neg = _same_diagonal(img, txt, seed=n)
+    changed = _value(fn, img, txt_neg, tau)
+    if changed is not None and close(changed, value) and not close(clip_loss(img, txt_neg, tau).item(), expected):
+        return wrong("your loss does not change when only the negatives change (other captions, the same "
+                     "positive similarities): it uses only the diagonal, the matching pairs.",
+                     "The softmax over each row compares the positive with every negative: "
+                     "F.cross_entropy(logits, labels) on the whole (B, B) logits, not on logits.diag().")
+    # which caption belongs to which image is ignored
+    shuffled = _value(fn, img, txt.roll(1, dims=0), tau)
+    if shuffled is not None and close(shuffled, value):
+        return wrong("your loss does not change when the captions are shuffled against the images: it does not "
+                     "know which caption belongs to which image.",
+                     "The labels say it: caption i matches image i, labels = torch.arange(B).")
+    # normalised along dim 0: blind to a per-feature rescaling of the whole batch
+    scale = _column_scale(dim, seed=n)
+    sides = []
+    for side, (a, b) in (("image", (img * scale, txt)), ("text", (img, txt * scale))):
+        rescaled = _value(fn, a, b, tau)
+        if rescaled is not None and close(rescaled, value) and not close(clip_loss(a, b, tau).item(), expected):
+            sides.append(side)
+    if sides:
+        return wrong(f"the {' and '.join(sides)} features are normalised along the wrong dimension: your loss does "
+                     "not change when one feature is rescaled across the whole batch, which only dim=0 "
+                     "normalisation (each column) undoes.",
+                     "The features arrive L2-normalised; if you normalise again, use dim=-1 (each vector).")
+    # depends on the order of the pairs in the batch
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    reordered = _value(fn, img[perm], txt[perm], tau)
+    if reordered is not None and not close(reordered, value, 1e-4, 1e-5):
+        return wrong("your loss changes when the pairs are shuffled together (image i still with caption i). "
+                     "CLIP's loss does not care about the order of the batch: the labels or some weights "
+                     "depend on the position, not on the pairing.",
+                     "labels = torch.arange(B), and the same weight for every row.")
+    # one direction, or the two weighted unequally
+    swapped = _value(fn, txt, img, tau)
+    if swapped is not None and not close(swapped, value):
+        return wrong("your loss changes when the image and text features are swapped; CLIP's loss is symmetric "
+                     "(the same with the roles exchanged). Usually one direction only, the two directions weighted "
+                     "unequally, or only one side normalised.",
+                     "loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2, and treat "
+                     "both feature sets the same way.")
+    # the right formula times a constant
+    if expected > 0:
+        img2, txt2 = _features(7, 10, 11)
+        found = _proportional(fn, value / expected, img2, txt2, 0.2)
+        if found is not None:
+            return found
+    return wrong(f"with B = {n} and τ = {tau} your loss is {value:.4f}; CLIP's is {expected:.4f}.",
+                 "logits = sims / τ; labels = arange(B); average the cross-entropies of logits and logits.T.")
 
 
 def check_clip_loss(fn) -> Feedback:
@@ -63,34 +235,73 @@ def check_clip_loss(fn) -> Feedback:
     if feedback is not None:
         return feedback
     cases = [(8, 16, 0.1, 0), (5, 12, 0.07, 1), (6, 8, 0.5, 2)]
-    for n, dim, tau, seed in cases:
+    for k, (n, dim, tau, seed) in enumerate(cases):
         img, txt = _features(n, dim, seed)
         img_in = img.clone().requires_grad_(True)
-        temperature = torch.tensor(tau) if seed == 1 else tau   # a 0-d tensor once, a float otherwise
-        try:
-            out = fn(img_in, txt.clone(), temperature)
-        except Exception as err:  # the learner's code: report any error, do not crash the lesson
-            return wrong(f"calling your function raised {type(err).__name__}: {err}",
-                         "Test it on small tensors first; image_features and text_features are (B, D).")
+        txt_in = txt.clone().requires_grad_(True)
+        tau_in = torch.tensor(tau, requires_grad=True) if seed == 1 else tau   # a 0-d tensor once, a float otherwise
+        out, err = call(fn, img_in, txt_in, tau_in)
+        if err is not None:
+            context = "calling " if k == 0 else f"it worked with B = {cases[0][0]}, but with B = {n} "
+            feedback = explain_exception(err, context)
+            if k > 0 and ("size" in str(err) or "shape" in str(err) or "out of bounds" in str(err)):
+                feedback.hint = "Is the batch size written into your code? Use B = len(image_features). " + feedback.hint
+            return feedback
         if out is None:
             return not_attempted("the body of my_clip_loss (it still returns None)")
-        if not isinstance(out, torch.Tensor):
-            return wrong(f"your function returned a {type(out).__name__}, not a tensor.",
-                         "Return the tensor itself: .item() or float() cut the graph, so no gradient can flow.")
-        if out.numel() != 1:
-            return wrong(f"your function returned shape {tuple(out.shape)}; the loss is one number.",
-                         "Average over the batch: F.cross_entropy does it by default (no reduction='none').")
+        problem = _returned(out, n)
+        if problem is not None:
+            return problem
+        value = float(out.detach().reshape(()))
+        bad = not_finite(value)
+        if bad:
+            return wrong(f"your loss is {bad} on an ordinary batch (B = {n}, τ = {tau}). Usually a log of 0 or of "
+                         "a negative number (torch.log of the similarities or of a softmax that underflowed), "
+                         "a division by 0, or exp() of large logits without subtracting the row maximum.",
+                         "F.cross_entropy(logits, labels) computes log-softmax stably; avoid torch.log and exp by hand.")
+        if not (torch.equal(img_in.detach(), img) and torch.equal(txt_in.detach(), txt)):
+            return wrong("your function changed the features it was given, in place (x /= ..., x.div_(...)); the "
+                         "caller's tensors must stay as they were.",
+                         "Write x = x / x.norm(dim=-1, keepdim=True), never x /= ... or an operation ending in _.")
         expected = clip_loss(img, txt, tau)
-        value = out.detach().reshape(()).float()
-        if torch.allclose(value, expected, rtol=1e-4, atol=1e-5):
-            if not out.requires_grad:
-                return wrong("the value is right, but no gradient flows back to the features.",
-                             "Do not .detach() or go through numpy: keep everything in torch.")
-            continue
-        for target, message, hint in _mistakes(img, txt, tau):
-            if torch.allclose(value, target.float(), rtol=1e-4, atol=1e-5):
-                return wrong(message, hint)
-        return wrong(f"with B = {n} and τ = {tau} your loss is {value.item():.4f}; CLIP's is "
-                     f"{expected.item():.4f}.",
-                     "logits = sims / τ; labels = arange(B); average the cross-entropies of logits and logits.T.")
+        if not torch.allclose(torch.tensor(value), expected, **_TOL):
+            for target, message, hint in _mistakes(img, txt, tau):
+                if torch.allclose(torch.tensor(value), target.float(), **_TOL):
+                    return wrong(message, hint)
+            return _diagnose(fn, img, txt, tau, value, expected.item())
+        if not out.requires_grad:
+            return wrong("the value is right, but no gradient flows back to the features.",
+                         "Do not .detach() or go through numpy: keep everything in torch.")
+        leaves = [img_in, txt_in] + ([tau_in] if isinstance(tau_in, torch.Tensor) else [])
+        grads = torch.autograd.grad(out.reshape(()), leaves, allow_unused=True)
+        for name, grad in zip(("image features", "text features", "temperature"), grads):
+            if grad is None:
+                hint = ("Keep τ a tensor: float(temperature) or .item() cut it off, and lesson 07 learns τ "
+                        "through this very division." if name == "temperature"
+                        else "Do not .detach() either feature set; keep everything in torch.")
+                return wrong(f"the value is right, but no gradient reaches the {name}.", hint)
+        ref_leaves = [img.clone().requires_grad_(True), txt.clone().requires_grad_(True)]
+        ref_grads = torch.autograd.grad(clip_loss(*ref_leaves, tau), ref_leaves)
+        # compare along the sphere only: normalising again (dim=-1) rightly removes the radial part
+        tangent = [(g - (g * x).sum(-1, keepdim=True) * x, r - (r * x).sum(-1, keepdim=True) * x)
+                   for g, r, x in zip(grads, ref_grads, (img, txt))]
+        if not all(torch.allclose(g, r, rtol=1e-3, atol=1e-5) for g, r in tangent):
+            return wrong("the value is right, but the gradient is not: part of the computation is cut off from "
+                         "autograd (.detach(), .data or a tensor rebuilt from numbers).",
+                         "Build the whole loss from the input tensors with torch operations.")
+    # a batch of confident mistakes at CLIP's smallest τ: exp(1/τ) overflows float32 unless the max is subtracted
+    img, txt = _confident_mistakes()
+    expected = clip_loss(img, txt, 0.01).item()
+    value = _value(fn, img, txt, 0.01)
+    if value is None or not_finite(value):
+        what = "raised an error" if value is None else f"returned {not_finite(value)}"
+        return wrong(f"right on ordinary batches, but at τ = 0.01 (CLIP's smallest) with captions that match the "
+                     f"wrong image best, your function {what} where CLIP's loss is {expected:.1f}: exp(1/τ) = "
+                     "exp(100) overflows float32, or a softmax underflows to 0 and log(0) = -inf.",
+                     "Let F.cross_entropy (or torch.logsumexp / log_softmax) do it: they subtract the row maximum.")
+    if not close(value, expected, 1e-3, 1e-3):
+        return wrong(f"right on ordinary batches, but at τ = 0.01 with captions that match the wrong image best your "
+                     f"loss is {value:.2f}, CLIP's {expected:.2f}: something caps or rounds very small probabilities "
+                     "(an eps in the log, a clamp).",
+                     "Use F.cross_entropy (or log_softmax) on the logits instead of log(softmax + eps).")
     return correct("Your loss equals clip_loss on three batches (with τ as a float and as a tensor).")

@@ -32,10 +32,11 @@ def _as_tensor(answer, shape: tuple[int, ...], what: str) -> tuple[torch.Tensor 
         try:
             answer = torch.as_tensor(answer, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
-            return None, wrong(f"{what} should be a tensor, got {type(answer).__name__}.")
+            return None, wrong(f"{what} should be a tensor, got {type(answer).__name__}.",
+                               f"A tensor of {BATCH} numbers, e.g. computed from exercise_similarities().")
     answer = answer.detach().to(torch.float64).cpu()
     if tuple(answer.shape) != shape:
-        hint = ""
+        hint = f"One number per row of the {BATCH} x {BATCH} batch (or per caption of row {ROW}): shape {shape}."
         if answer.numel() == 1:
             hint = "One number for the whole batch? Keep one value per row: reduce over dim=-1 only."
         elif answer.ndim == 2 and len(shape) == 1:
@@ -93,6 +94,37 @@ def check_effective_negatives(answer) -> Feedback:
     if _close(a, _entropy(torch.softmax(s / TAU_EFFECTIVE, dim=0).T).exp()):
         return wrong("you normalised the columns (dim=0): that is the text→image direction.",
                      "For each image (row), take the softmax over the captions: dim=-1.")
+    if _close(a, want - 1):
+        return wrong("exp(H) - 1: you took the positive away. The lesson's effective number counts every caption "
+                     "the row's probability spreads over, the positive included.", "answer = H.exp(), no '- 1'.")
+    if _close(a, 1 / (p ** 2).sum(dim=-1)):
+        return wrong("that is 1 / Σ p², another 'effective number' (the inverse participation ratio); this "
+                     "exercise uses exp(entropy).", "H = -(p * p.log()).sum(-1); answer = H.exp().")
+    # symptoms: what the numbers look like when no formula matched
+    if _close(a.sort().values, want.sort().values):
+        return wrong("the right numbers in the wrong order: one per row, row 0 first.",
+                     "Don't sort; compute along dim=-1 so that entry i belongs to row i.")
+    ratio = (a / want).mean().item()
+    if _close(a, want * ratio):
+        return wrong(f"the right numbers times {ratio:.4g}: an extra constant factor.",
+                     "answer = exp(H) for each row, with no other factor.")
+    if (a < 1 - 1e-6).any():
+        return wrong(f"some values are below 1 (smallest {a.min():.3g}); exp(H) is at least 1 (all probability on "
+                     "one caption).", "H = -Σ p log p ≥ 0, so exp(H) ≥ 1: check the sign of H and that you "
+                     "exponentiate it.")
+    if (a > BATCH + 1e-6).any():
+        return wrong(f"some values are above {BATCH} (largest {a.max():.3g}), the number of captions in a row: "
+                     "exp(H) is at most B.", "Take the softmax over one row (dim=-1) and the entropy of that row.")
+    if torch.allclose(a, torch.full_like(a, float(BATCH)), rtol=1e-3):
+        return wrong(f"every row is at {BATCH}, the uniform distribution: the softmax saw no differences "
+                     "(a huge τ, or a softmax over a single value).",
+                     f"softmax(sims / τ, dim=-1) with τ = {TAU_EFFECTIVE}.")
+    if torch.allclose(a, torch.ones_like(a), rtol=1e-3):
+        return wrong("not the expected numbers: every row is at 1, all probability on one caption, as with a one-hot (argmax) or a tiny τ.",
+                     f"Use the softmax itself at τ = {TAU_EFFECTIVE}, not its argmax.")
+    if (a <= math.log(BATCH) + 1e-6).all() and not (want <= math.log(BATCH)).all():
+        return wrong(f"every value is at most ln {BATCH} = {math.log(BATCH):.3f}: these look like entropies, not "
+                     "exp(entropy).", "Exponentiate the entropy: torch.exp(H).")
     return wrong("not the expected numbers, and not one of the usual slips.",
                  "p = torch.softmax(sims / tau, dim=-1); H = -(p * p.log()).sum(-1); answer = H.exp().")
 
@@ -137,6 +169,44 @@ def check_gradient_weights(answer) -> Feedback:
     if _close(a, (p_wrong_tau - one_hot) / TAU_GRADIENT) or _close(a, p_wrong_tau - one_hot):
         return wrong("your probabilities come from the raw similarities: τ is missing in the softmax.",
                      "P_0j = softmax(s_0 / τ)_j.")
+    # the gradient of the whole CLIP loss (both directions, averaged over the batch), or of the column
+    full = s.clone().requires_grad_(True)
+    labels = torch.arange(BATCH)
+    lg = full / TAU_GRADIENT
+    ((F.cross_entropy(lg, labels) + F.cross_entropy(lg.T, labels)) / 2).backward()
+    if _close(a, full.grad[ROW]):
+        return wrong("that is row 0 of the gradient of the whole CLIP loss (both directions, averaged over the "
+                     "batch); the exercise asks for row 0's own image→text loss -log P_00.",
+                     "Differentiate only ℓ = -log softmax(s[0] / τ)[0].")
+    p_col = torch.softmax(s[:, ROW] / TAU_GRADIENT, dim=0)
+    if _close(a, (p_col - one_hot) / TAU_GRADIENT):
+        return wrong("that is the text→image gradient of column 0 (caption 0 against all images); the exercise "
+                     "asks for row 0, image 0 against all captions.", "Use sims[0], not sims[:, 0].")
+    if _close(a.sort().values, want.sort().values):
+        return wrong("the right numbers in the wrong order: entry j belongs to caption j.", "Don't sort the result.")
+    # symptoms
+    if not a.any():
+        return wrong("not the expected gradient: every entry is 0, as if the loss did not depend on the similarities.",
+                     "ℓ = -log softmax(s[0] / τ)[0]; its gradient is (softmax(s[0] / τ) - one_hot(0)) / τ.")
+    ratio = (a / want).mean().item()
+    if _close(a, want * ratio):
+        for k, message, hint in (
+                (1 / TAU_GRADIENT, "divided by τ twice (by τ²).", "One factor 1/τ from the chain rule, no more."),
+                (1 / BATCH, f"divided by B = {BATCH}: that is the share of a batch-averaged loss, not row 0's own "
+                            "loss.", "ℓ = -log P_00, no averaging."),
+                (0.5, "half the gradient: the two directions' average, or a stray / 2.", "ℓ = -log P_00 alone.")):
+            if math.isclose(ratio, k, rel_tol=1e-3):
+                return wrong(f"the right pattern, {message}", hint)
+        return wrong(f"the right pattern times {ratio:.4g}: an extra constant factor.",
+                     "(softmax(s[0] / τ) - one_hot(0)) / τ, with no other factor.")
+    if abs(a.sum().item()) > 1e-3 * a.abs().max().item():
+        return wrong(f"your entries sum to {a.sum().item():.4g}; the true gradient sums to 0 (the negatives' pushes "
+                     "add up to the positive's pull), because the probabilities sum to 1.",
+                     "Check the positive's entry (P_00 - 1) / τ and that the softmax is over all 8 entries.")
+    neg = torch.arange(BATCH) != ROW
+    if a[ROW] > 0 and (a[neg] <= 0).all():
+        return wrong("the positive's entry is positive and the negatives' are negative: the sign is flipped "
+                     "somewhere.", "∂ℓ/∂s_00 = (P_00 - 1) / τ < 0 (raising the positive lowers the loss).")
     return wrong("not the expected gradient, and not one of the usual slips.",
                  "Compute it by hand as (softmax(s[0] / τ) - one_hot(0)) / τ, or let autograd do it: "
                  "s = sims[0].clone().requires_grad_(); F.cross_entropy(s[None] / τ, torch.tensor([0])).backward().")

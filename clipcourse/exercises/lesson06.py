@@ -13,6 +13,7 @@ import math
 import torch
 
 from . import Feedback, check_function, correct, not_attempted, wrong
+from ._symptoms import explain_exception
 
 
 def reference_step(model, optimizer, images, tokens) -> float:
@@ -65,6 +66,25 @@ def _as_float(value):
     return None
 
 
+def _explain(err: Exception, step: int) -> Feedback:
+    """What an error raised by the learner's training step usually means."""
+    low = str(err).lower()
+    said = f"your function raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if step == 2:
+        said = "the first step ran, but on the second call " + said
+    if "does not require grad and does not have a grad_fn" in low:
+        return wrong(f"{said} — .backward() was called on a value cut off from the model: .item(), .detach(), "
+                     "torch.no_grad() or a number rebuilt with torch.tensor(...).",
+                     "Call loss.backward() on the tensor clip_loss returns, outside torch.no_grad().")
+    if "backward through the graph a second time" in low:
+        return wrong(f"{said} — backward ran twice on the same graph.",
+                     "Compute the loss and call loss.backward() once per step.")
+    feedback = explain_exception(err, "the first step ran, but on the second call " if step == 2 else "")
+    if feedback.hint.startswith("Test it on small tensors"):
+        feedback.hint = "Follow the hand-built loop: forward, loss, zero_grad, backward, step, clamp."
+    return feedback
+
+
 def check_training_step(answer) -> Feedback:
     """Check `answer(model, optimizer, images, tokens) -> loss` against the reference step."""
     feedback = check_function(
@@ -85,20 +105,42 @@ def check_training_step(answer) -> Feedback:
     with torch.no_grad():
         img, txt, tau = copy.deepcopy(start)(images, tokens)
         variants = {"right": clip_loss(img, txt, tau).item(), "no_tau": clip_loss(img, txt, 1.0).item(),
-                    "times_tau": clip_loss(img, txt, 1 / tau).item()}
+                    "times_tau": clip_loss(img, txt, 1 / tau).item(),
+                    "init_tau": clip_loss(img, txt, 0.07).item(),
+                    "logit_scale": clip_loss(img, txt, start.logit_scale.detach().clone()).item()}
 
     for step, (images, tokens) in enumerate(batches, 1):
         try:
             returned = answer(mine, opt_mine, images.clone(), tokens.clone())
         except Exception as e:  # the learner's code: report, don't crash the lesson
-            return wrong(f"your function raised {type(e).__name__}: {e}",
-                         "Follow the five lines of the hand-built loop: forward, loss, zero_grad, backward, step, clamp.")
+            return _explain(e, step)
         expected = reference_step(ref, opt_ref, images, tokens)
         value = _as_float(returned)
         if value is None:
             return wrong(f"your function returned {type(returned).__name__}, not the loss.",
                          "End with `return loss.item()` (or return the loss tensor).")
+        if not math.isfinite(value):
+            return wrong(f"your function returned a loss of {value}: a NaN or infinite loss ruins every weight it "
+                         "touches.", "Use clip_loss(*model(images, tokens)); don't compute logs or exps by hand.")
+        if not mine.training:
+            return wrong("your function left the model in evaluation mode (model.eval()); training steps run in "
+                         "training mode.", "Don't call model.eval() in a training step (or call model.train() "
+                         "before returning).")
         if step == 1 and not math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-5):
+            if math.isclose(value, variants["init_tau"], rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("the loss uses a fixed τ = 0.07, not the model's learnable temperature.",
+                             "Pass the temperature the model returns: clip_loss(*model(images, tokens)).")
+            if math.isclose(value, variants["logit_scale"], rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("the loss was given logit_scale = log(1/τ) as its temperature.",
+                             "The temperature is exp(-logit_scale); model(images, tokens) returns it third.")
+            after = copy.deepcopy(start)                # the loss one reference step later
+            reference_step(after, optimizer_for(after), images, tokens)
+            with torch.no_grad():
+                after_loss = clip_loss(*after(images, tokens)).item()
+            if math.isclose(value, after_loss, rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("you returned the loss computed after the step, on the updated weights; the step's "
+                             "loss is the one that was backpropagated.",
+                             "Return the value of the loss you called .backward() on.")
             if math.isclose(value, variants["no_tau"], rel_tol=1e-4, abs_tol=1e-5):
                 return wrong("the loss ignores the temperature.",
                              "model(images, tokens) returns (image_features, text_features, temperature): "
@@ -120,10 +162,31 @@ def check_training_step(answer) -> Feedback:
             if all(g is None or not g.any() for g in grads):
                 return wrong("the gradients were zero when the optimiser stepped.",
                              "Zero the gradients *before* loss.backward(), not between backward and step.")
-            if mine.logit_scale.item() > ceiling + 1e-6:
-                return wrong(f"logit_scale is {mine.logit_scale.item():.4f}, above ln 100 = {ceiling:.4f}: "
+            if not opt_mine.state:
+                return wrong("the weights moved, but the optimizer you were given never stepped: you built your "
+                             "own optimiser, which starts from scratch (no Adam moments) at every call.",
+                             "Use the optimizer argument: optimizer.zero_grad(), loss.backward(), optimizer.step().")
+            steps = {int(st["step"]) for st in opt_mine.state.values() if "step" in st}
+            if steps and max(steps) > 1:
+                return wrong(f"the optimiser stepped {max(steps)} times in one call.", "One optimizer.step() per call.")
+            ls = mine.logit_scale.item()
+            if 1e-6 < abs(ls - ceiling) <= 0.05:
+                return wrong(f"logit_scale is {ls:.4f}, near but not at ln 100 = {ceiling:.4f}, where the clamp puts "
+                             "it: you clamped *before* the step, and the step moved it again.",
+                             "Clamp last: after optimizer.step(), call model.temperature.clamp_().")
+            if ls > ceiling + 1e-6:
+                return wrong(f"logit_scale is {ls:.4f}, above ln 100 = {ceiling:.4f}: "
                              "τ fell below 0.01.",
-                             "After optimizer.step(), call model.temperature.clamp_().")
+                             "After optimizer.step(), call model.temperature.clamp_() (the bounds on logit_scale "
+                             "are [0, ln 100], not [0, 100]).")
+            if math.isclose(ls, 1.0, abs_tol=1e-6) or math.isclose(ls, 0.01, abs_tol=1e-6):
+                return wrong(f"logit_scale is {ls:g}: you clamped logit_scale into τ's range [0.01, 1]. "
+                             "logit_scale is log(1/τ), so its range is [0, ln 100].",
+                             "model.temperature.clamp_() does it right; by hand: logit_scale.clamp_(0, math.log(100)).")
+            if ls < ceiling - 0.05:
+                return wrong(f"logit_scale is {ls:.4f}, well below ln 100 = {ceiling:.4f}, where the clamp should "
+                             "have put it: it was clamped to the wrong bound.",
+                             "model.temperature.clamp_() keeps logit_scale in [0, ln 100] (τ in [0.01, 1]).")
             if not _same(mine, ref):
                 return wrong("after one step your weights differ from the reference step's.",
                              "Use the optimizer you are given, one step per call, and no other changes to the model.")

@@ -35,7 +35,13 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
         return not_attempted(f"the τ that logit_scale = {LOGGED_LOGIT_SCALE} stands for (a number)")
     value = _number(answer)
     if value is None:
+        if isinstance(answer, str):
+            return wrong(f"expected a number, got a string ({answer!r}).",
+                         "Remove the quotes and compute it: answer = math.exp(-3.0).")
         return wrong(f"expected a number, got a {type(answer).__name__}.", "For example answer = math.exp(-3.0).")
+    if not math.isfinite(value):
+        return wrong(f"τ = {value} is not a finite number: an overflow (exp of a large number) or 0 / 0.",
+                     "τ = exp(-logit_scale) = exp(-3.0), a number between 0 and 1.")
     s = LOGGED_LOGIT_SCALE
     tau = math.exp(-s)
     if _close(value, tau):
@@ -52,9 +58,26 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
     if _close(value, math.log(s)) or _close(value, -math.log(s)):
         return wrong(f"{value:.4f} takes a logarithm of logit_scale; it is already one.",
                      "Exponentiate instead: τ = exp(-logit_scale).")
+    if _close(value, 10 ** -s):
+        return wrong(f"{value:g} = 10^-{s:g}: PyTorch's log is the natural log, so undo it with exp, not 10**.",
+                     "τ = math.exp(-logit_scale).")
+    if _close(value, 2 ** -s):
+        return wrong(f"{value:g} = 2^-{s:g}: PyTorch's log is the natural log, so undo it with exp, not 2**.",
+                     "τ = math.exp(-logit_scale).")
+    if _close(value, math.exp(-1 / s)):
+        return wrong(f"{value:.4f} = exp(-1/logit_scale): the exponent is -logit_scale itself, not -1/logit_scale.",
+                     "τ = exp(-logit_scale).")
+    if _close(value, 0.07):
+        return wrong("0.07 is the temperature CLIP *starts* from; the log shows where training has taken it.",
+                     f"Read it from the logged value: τ = exp(-{s:g}).")
+    if _close(value, -s):
+        return wrong(f"{value:g} = -logit_scale = log τ: one exp away from τ.", "Exponentiate: τ = exp(-logit_scale).")
     if value <= 0:
         return wrong(f"τ must be positive, got {value:g}: that is one reason CLIP stores log(1/τ).",
                      "τ = exp(-logit_scale) is positive for any logit_scale.")
+    if value > 1:
+        return wrong(f"τ = {value:g} would be above 1, outside the [0.01, 1] CLIP keeps τ in: numbers above 1 are "
+                     "usually the multiplier 1/τ.", "τ = exp(-logit_scale) is below 1 whenever logit_scale > 0.")
     return wrong(f"{value:g} is not the τ behind logit_scale = {s:g}.", "τ = exp(-logit_scale).")
 
 
@@ -62,12 +85,20 @@ def check_logit_scale_bounds(answer) -> Feedback:
     """The clamp keeps τ in [0.01, 1]; in logit_scale units that is (low, high) = (0, ln 100)."""
     if answer is None:
         return not_attempted("a pair (low, high): the range the clamp keeps logit_scale in")
+    if isinstance(answer, dict):
+        return wrong("expected a pair (low, high), got a dict.", "For example answer = (0.0, 1.0).")
     try:
-        low, high = (_number(v) for v in answer)
-    except (TypeError, ValueError):
+        values = list(answer)
+    except TypeError:
         return wrong(f"expected a pair (low, high) of numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
+    if len(values) != 2:
+        return wrong(f"expected a pair (low, high), got {len(values)} values.", "Two numbers: answer = (low, high).")
+    low, high = (_number(v) for v in values)
     if low is None or high is None:
         return wrong(f"expected two numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return wrong(f"({low}, {high}) is not a pair of finite numbers: log(0) = -inf, or an overflow.",
+                     "logit_scale = log(1/τ): compute it at τ = 1 and at τ = 0.01.")
     lo, hi = 0.0, math.log(100)
     if _close(low, lo) and _close(high, hi):
         return correct(f"logit_scale ∈ [0, ln 100 = {hi:.3f}] ⇔ 1/τ ∈ [1, 100] ⇔ τ ∈ [0.01, 1].")
@@ -84,5 +115,20 @@ def check_logit_scale_bounds(answer) -> Feedback:
                      "Flip the sign of each bound (and the order).")
     if _close(low, lo) and _close(high, math.log10(100)):
         return wrong("ln, not log10: PyTorch's log and exp are natural.", "math.log(100) ≈ 4.605.")
+    if _close(low, lo) and _close(high, 100.0):
+        return wrong("(0, 100) mixes units: 0 is a logit_scale bound but 100 is the bound on 1/τ.",
+                     "The upper bound on logit_scale is log(100) ≈ 4.605.")
+    if _close(low, lo) and _close(high, math.log(1 / 0.07)):
+        return wrong(f"({low:g}, {high:.4g}) is not the range of logit_scale: {high:.4g} = log(1/0.07) is where "
+                     "logit_scale *starts*, not its upper bound.", "The upper bound is log(1/0.01) = log(100).")
+    if low > high:
+        return wrong(f"({low:g}, {high:g}) is not the range of logit_scale, and low > high: the pair is in the "
+                     "wrong order too.", "answer = (low, high), the smaller first; logit_scale = log(1/τ).")
+    if _close(low, lo):
+        return wrong(f"({low:g}, {high:g}) is not the range of logit_scale: the low bound is right, the high one "
+                     "is not.", "The high bound belongs to the smallest τ, 0.01: log(1/0.01).")
+    if _close(high, hi):
+        return wrong(f"({low:g}, {high:g}) is not the range of logit_scale: the high bound is right, the low one "
+                     "is not.", "The low bound belongs to the largest τ, 1: log(1/1).")
     return wrong(f"({low:g}, {high:g}) is not the range of logit_scale.",
                  "logit_scale = log(1/τ); compute it at τ = 1 and at τ = 0.01.")
