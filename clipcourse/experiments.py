@@ -17,8 +17,11 @@ import functools
 import math
 import multiprocessing
 import os
+import pickle
 import queue as queue_module
+import signal
 import statistics
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -98,18 +101,12 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
 
 
 # --- Runs in worker processes -----------------------------------------------------------------
-# Each worker is a fresh Python process ("spawn") with one CPU thread. A run's callbacks stay in
-# the calling process (a live dashboard must draw there); the worker relays what they would
-# have seen, step by step, through a queue, and the caller replays it to them.
+# Each worker is a fresh Python process ("spawn") with one CPU thread, taking runs from a queue until
+# it gets None. A run's callbacks stay in the calling process (a live dashboard must draw there); the
+# worker relays what they would have seen, step by step, and the caller replays it to them. The caller
+# alone handles Ctrl-C: it stops every worker, and waits for them to end, before raising it.
 
-_queue = None                              # the relay queue, in a worker process
-
-
-def _init_worker(queue, threads: int | None) -> None:
-    global _queue
-    _queue = queue
-    if threads:
-        torch.set_num_threads(threads)
+_results = None                            # the queue back to the caller, in a worker process
 
 
 class _Relay(train.Callback):
@@ -119,8 +116,9 @@ class _Relay(train.Callback):
         self.key = key
 
     def _send(self, event: str, state: train.TrainState) -> None:
-        _queue.put((self.key, event, dict(step=state.step, loss=state.loss, temperature=state.temperature,
-                                          accuracy=state.accuracy, metrics=dict(state.metrics))))
+        _results.put(("event", self.key, (event, dict(step=state.step, loss=state.loss,
+                                                      temperature=state.temperature, accuracy=state.accuracy,
+                                                      metrics=dict(state.metrics)))))
 
     def on_train_start(self, state): self._send("on_train_start", state)
     def on_step_end(self, state): self._send("on_step_end", state)
@@ -128,8 +126,25 @@ class _Relay(train.Callback):
     def on_train_end(self, state): self._send("on_train_end", state)
 
 
-def _run_in_worker(setup: _Setup, run: dict, key: int, relay: bool) -> dict:
-    return _run(setup, run, [_Relay(key)] if relay else [])
+def _worker(tasks, results, threads: int | None) -> None:
+    """A worker process: train the runs it takes from `tasks`, send back their rows (or errors)."""
+    global _results
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the caller, which stops us
+    _results = results
+    if threads:
+        torch.set_num_threads(threads)
+    while (task := tasks.get()) is not None:
+        key, setup, run, relay = task
+        results.put(("started", key, os.getpid()))
+        try:
+            results.put(("row", key, _run(setup, run, [_Relay(key)] if relay else [])))
+        except Exception as error:
+            where = f"in the worker process training {run}:\n{traceback.format_exc()}"
+            try:
+                pickle.dumps(error)
+            except Exception:                    # it could not travel: send its text
+                error = RuntimeError(f"{type(error).__name__}: {error}")
+            results.put(("error", key, (error, where)))
 
 
 def default_workers(device: str = "auto", threads: int | None = 1) -> int:
@@ -140,42 +155,142 @@ def default_workers(device: str = "auto", threads: int | None = 1) -> int:
     return max(1, cores // (threads or torch.get_num_threads()))
 
 
+def _dead_worker_message(process, running: dict[int, int], jobs: list[dict]) -> str:
+    started = process.pid in running
+    doing = (f"while training {jobs[running[process.pid]]}" if started
+             else "while starting, before it trained anything")
+    if process.exitcode == -9:           # SIGKILL: what Linux's out-of-memory killer sends
+        hint = ("it was killed, most likely because the system ran out of memory: try fewer workers, or a "
+                "smaller n_train, batch_size or resolution")
+    elif not started:                    # it died while importing the calling script
+        hint = ('if a script calls experiments.sweep, it must do so under `if __name__ == "__main__":`, since '
+                "each worker process imports that script again and would call sweep again (Python's own "
+                "message about this is printed above)")
+    else:
+        hint = "its error is printed above"
+    return f"a worker process exited with code {process.exitcode} {doing}: {hint}"
+
+
 def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int) -> list[dict]:
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
+    tasks, results = ctx.Queue(), ctx.Queue()
+    tasks.cancel_join_thread()           # never wait at exit to hand runs to workers that are gone
     watchers = {k: list(callbacks(run)) if callbacks else [] for k, run in enumerate(jobs)}
     states = {k: train.TrainState(model=None, optimizer=None,
                                   config=train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size,
                                                            lr=setup.lr, seed=run["seed"], device=setup.device))
               for k, run in enumerate(jobs) if watchers[k]}
-
-    def replay(block: float) -> None:
-        try:
-            while True:
-                key, event, numbers = queue.get(timeout=block)
-                block = 0
+    # the watched runs first, so that the dashboard moves from the start
+    for k in sorted(range(len(jobs)), key=lambda k: not watchers[k]):
+        tasks.put((k, setup, jobs[k], bool(watchers[k])))
+    for _ in range(workers):
+        tasks.put(None)                  # one "no more runs" for each worker
+    processes = [ctx.Process(target=_worker, args=(tasks, results, setup.threads), daemon=True)
+                 for _ in range(workers)]
+    rows, running = {}, {}               # running: worker pid -> the run it took last
+    try:
+        for process in processes:
+            process.start()
+        while len(rows) < len(jobs):
+            try:
+                kind, key, payload = results.get(timeout=0.1)
+            except queue_module.Empty:   # nothing new: is every worker still alive?
+                for process in processes:
+                    if process.exitcode not in (None, 0):
+                        raise RuntimeError(_dead_worker_message(process, running, jobs)) from None
+                continue
+            if kind == "started":
+                running[payload] = key
+            elif kind == "row":
+                rows[key] = payload
+            elif kind == "error":
+                error, where = payload   # a run's error, raised here in the caller
+                raise error from RuntimeError(where)
+            else:
+                event, numbers = payload
                 state = states[key]
                 for name, value in numbers.items():
                     setattr(state, name, value)
                 for cb in watchers[key]:
                     getattr(cb, event)(state)
-        except queue_module.Empty:
-            pass
+    finally:                             # also on errors and Ctrl-C: no worker outlives the sweep
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            if process.pid is not None:  # started
+                process.join()
+        results.close()
+        tasks.close()
+    return [rows[k] for k in range(len(jobs))]
 
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(queue, setup.threads))
+
+# --- Memory: refuse what cannot fit before starting anything ------------------------------------------
+
+PROCESS_BYTES = 300 * 2**20      # a Python process that has imported torch (measured: about 280 MiB private)
+RUN_OVERHEAD_BYTES = 100 * 2**20  # allocator caches, oneDNN's kernels and scratch, the model and optimiser
+
+
+def run_bytes(n_train: int, n_heldout: int, resolution: int, widths: Sequence[int], convs_per_stage: int,
+              batch_size: int) -> int:
+    """About how many bytes one sweep run needs besides its Python process: data and activations."""
+    pixels = 3 * resolution ** 2
+    data_bytes = (n_train + 2 * n_heldout) * pixels + (n_train + n_heldout) * 16 * 8  # uint8 images, tokens
+    side, per_image = resolution, pixels                       # floats per image in one forward pass
+    for width in widths:
+        side = (side + 1) // 2
+        per_image += 2 * convs_per_stage * width * side ** 2   # each conv's output and its BatchNorm's
+    train_bytes = 2 * 4 * batch_size * per_image               # float32, kept for backward, plus their grads
+    eval_bytes = 4 * min(1024, n_heldout) * per_image          # evaluate's batches, without grads
+    return int(1.5 * data_bytes) + max(train_bytes, eval_bytes) + RUN_OVERHEAD_BYTES
+
+
+def available_memory() -> int | None:
+    """Bytes of memory still available: free RAM, or a container's limit if lower; None if unknown."""
+    found = []
     try:
-        # the watched runs first, so that the dashboard moves from the start
-        order = sorted(range(len(jobs)), key=lambda k: not watchers[k])
-        results = {k: pool.apply_async(_run_in_worker, (setup, jobs[k], k, bool(watchers[k]))) for k in order}
-        while not all(r.ready() for r in results.values()):
-            replay(0.05)
-        replay(0)
-        rows = [results[k].get() for k in range(len(jobs))]   # re-raises a run's error here
-        pool.close()
-    finally:
-        pool.terminate()                                   # also on errors and interrupts
-        pool.join()
-    return rows
+        import psutil
+        found.append(psutil.virtual_memory().available)
+    except ImportError:
+        try:
+            with open("/proc/meminfo") as f:
+                found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+        except (OSError, ValueError):
+            pass
+    try:                                 # cgroup v2 (Docker, Kubernetes, systemd)
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            cap = limit.read().strip()
+            if cap != "max":
+                found.append(int(cap) - int(used.read()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _fit_in_memory(setup: _Setup, workers: int, chosen: bool) -> int:
+    """`workers`, or fewer if they would not fit and the caller did not choose the number; else raise."""
+    per_run = run_bytes(setup.n_train, setup.n_heldout, setup.resolution, setup.widths, setup.convs_per_stage,
+                        setup.batch_size)
+    free = available_memory()
+    if free is None:
+        return workers
+
+    def need(w):                         # one run here in this process, or one per worker process
+        return per_run if w == 1 else w * (PROCESS_BYTES + per_run)
+
+    if not chosen:
+        while workers > 1 and need(workers) > free:
+            workers -= 1
+    if need(workers) > free:
+        mib, gib = 2**20, 2**30
+        how = (f"{workers} worker processes x ({PROCESS_BYTES / mib:.0f} MiB for Python and torch + "
+               f"{per_run / mib:.0f} MiB for one run's data and activations)" if workers > 1
+               else f"{per_run / mib:.0f} MiB for one run's data and activations")
+        fewer = f"fewer workers (workers=1 needs about {need(1) / gib:.2f} GiB), or " if workers > 1 else ""
+        raise ValueError(f"this sweep needs about {need(workers) / gib:.2f} GiB of memory ({how}), but only "
+                         f"{free / gib:.2f} GiB is available: use {fewer}a smaller n_train, n_heldout, "
+                         f"batch_size or resolution")
+    return workers
 
 
 def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train: int = 8000, *,
@@ -223,7 +338,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     if learnable:
         runs += [dict(tau=float(t), learnable=True) for t in learnable_starts]
     jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
-    workers = min(len(jobs), workers or default_workers(device, threads))
+    chosen = workers is not None
+    workers = _fit_in_memory(setup, min(len(jobs), workers or default_workers(device, threads)), chosen)
     if workers > 1:
         return _run_parallel(setup, jobs, callbacks, workers)
     return [_run(setup, run, callbacks(run) if callbacks else None) for run in jobs]

@@ -2,22 +2,30 @@
 
 The loop knows nothing of progress bars, plots or widgets. They subscribe as callbacks and read the
 `TrainState` the loop hands them after every step; that is how the lessons' live dashboard, the
-history and (later) checkpoints attach without touching the model or the loop.
+history and checkpoints attach without touching the model or the loop.
 
 Each step: a batch of pairs -> `clip_loss(*model(images, tokens))` -> backward -> AdamW step ->
 clamp the learnable temperature (as open_clip does, after every optimiser step).
+
+A step is all or nothing. A non-finite loss or gradient stops training before the optimiser step
+and puts back what the forward pass changed (BatchNorm's running statistics); Ctrl-C is taken at the
+end of a step. Either way the model, the history and the last checkpoint describe the same step,
+and `train(..., resume=checkpoint)` continues a run exactly as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_uint8, to_float
 from .loss import clip_loss, in_batch_accuracy
 
@@ -40,7 +48,19 @@ class TrainConfig:
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps its weights from before that step."""
+    """The loss or the gradients became NaN or infinite; the model keeps its state from the step before."""
+
+    def __init__(self, message: str, history: History | None = None):
+        super().__init__(message)
+        self.history = history               # the steps before it diverged
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at the end of a step: the model, `history` and any checkpoint agree."""
+
+    def __init__(self, message: str, history: History | None = None):
+        super().__init__(message)
+        self.history = history
 
 
 @dataclass
@@ -56,6 +76,46 @@ class TrainState:
     accuracy: float = math.nan           # in-batch: own caption is the most similar
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
     stop: bool = False                   # a callback may set this to end training early
+    history: History | None = None       # every step so far (train's own History)
+    batches: BatchOrder | None = None    # which pairs each step trains on
+
+    def state_dict(self) -> dict[str, Any]:
+        """All a resumed run needs to continue exactly as this one would (see clipcourse.checkpoint)."""
+        out = {"step": self.step, "temperature": self.temperature, "config": asdict(self.config),
+               "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+               "history": self.history.as_dict(), "batches": self.batches.state_dict(),
+               "torch_rng": torch.get_rng_state()}     # dropout, if a model has any, draws from it
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return out
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from `checkpoint`: same model, data and TrainConfig as the run that wrote it."""
+        saved, now = checkpoint["config"], asdict(self.config)
+        changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in _RESUME_MUST_MATCH if saved.get(k) != now[k]]
+        if changed:
+            raise ValueError("resume: the TrainConfig differs from the checkpoint's, so the run would not "
+                             f"continue as it started ({', '.join(changed)})")
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:
+            raise ValueError(f"resume: the checkpoint holds another model: {error}") from None
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.history.load_state_dict(checkpoint["history"])
+        self.batches.load_state_dict(checkpoint["batches"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if "cuda_rng" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        self.step = checkpoint["step"]
+        if self.history.step:
+            self.loss, self.temperature, self.accuracy = (self.history.loss[-1], self.history.temperature[-1],
+                                                          self.history.accuracy[-1])
+        if self.history.evaluations:
+            self.metrics = {k: v for k, v in self.history.evaluations[-1].items() if k != "step"}
+
+
+# What must not change between a run and its resumption (device, threads, precision and eval_every may).
+_RESUME_MUST_MATCH = ("steps", "batch_size", "lr", "temperature_lr", "weight_decay", "warmup_steps", "seed")
 
 
 class Callback:
@@ -65,6 +125,7 @@ class Callback:
     def on_step_end(self, state: TrainState) -> None: ...
     def on_evaluate(self, state: TrainState) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
+    def on_interrupt(self, state: TrainState) -> None: ...   # Ctrl-C, at the end of a completed step
 
 
 class History(Callback):
@@ -90,6 +151,12 @@ class History(Callback):
         return {"step": self.step, "loss": self.loss, "temperature": self.temperature,
                 "accuracy": self.accuracy, "evaluations": self.evaluations}
 
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Replace the records with those of `as_dict()` (as a checkpoint holds them)."""
+        self.step, self.loss = list(d["step"]), list(d["loss"])
+        self.temperature, self.accuracy = list(d["temperature"]), list(d["accuracy"])
+        self.evaluations = [dict(e) for e in d["evaluations"]]
+
 
 class ProgressBar(Callback):
     """A tqdm progress bar showing loss, τ and in-batch accuracy."""
@@ -100,7 +167,7 @@ class ProgressBar(Callback):
     def on_train_start(self, state: TrainState) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.config.steps, desc="training", unit="step", **self.kwargs)
+        self.bar = tqdm(total=state.config.steps, initial=state.step, desc="training", unit="step", **self.kwargs)
 
     def on_step_end(self, state: TrainState) -> None:
         if state.step % self.every == 0 or state.step == state.config.steps:
@@ -111,6 +178,25 @@ class ProgressBar(Callback):
     def on_train_end(self, state: TrainState) -> None:
         self.bar.update(state.step - self.bar.n)
         self.bar.close()
+
+
+class Checkpoint(Callback):
+    """Saves the run to `path` every `every` steps, at the end, and when Ctrl-C stops it (see checkpoint.py)."""
+
+    def __init__(self, path: str | os.PathLike, every: int = 100):
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every!r}")
+        self.path, self.every = path, every
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.every == 0:
+            save_checkpoint(self.path, state.state_dict())
+
+    def on_train_end(self, state: TrainState) -> None:
+        save_checkpoint(self.path, state.state_dict())  # with the final evaluation in the history
+
+    def on_interrupt(self, state: TrainState) -> None:
+        save_checkpoint(self.path, state.state_dict())
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: float | None = None) -> list[dict]:
@@ -203,15 +289,79 @@ def temperature_travel(cfg: TrainConfig) -> float:
     return peak * sum(_schedule(step, cfg) for step in range(cfg.steps))
 
 
+class BatchOrder:
+    """Which pairs each step trains on: a seeded shuffle per epoch, resumable mid-epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.n_batches = n, batch_size, n // batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.generator)      # (n,) this epoch's order
+
+    def indices(self, step: int) -> torch.Tensor:
+        """The pairs of step `step` (counted from 0); call once per step, in order."""
+        batch = step % self.n_batches
+        if batch == 0 and step > 0:
+            self.perm = torch.randperm(self.n, generator=self.generator)  # a new epoch
+        return self.perm[batch * self.batch_size:(batch + 1) * self.batch_size]  # (B,)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state(), "perm": self.perm.clone()}
+
+    def load_state_dict(self, d: dict[str, torch.Tensor]) -> None:
+        if len(d["perm"]) != self.n:
+            raise ValueError(f"resume: the checkpoint was trained on {len(d['perm'])} pairs, these are {self.n}")
+        self.generator.set_state(d["generator"])
+        self.perm = d["perm"].clone()
+
+
+class _StopAtStepEnd:
+    """Ctrl-C while training: finish the step, then stop. A second Ctrl-C stops at once.
+
+    A KeyboardInterrupt can land between any two lines: after the optimiser step but before the
+    history records it, or halfway through writing a checkpoint. Taking it at the end of the step
+    keeps the model, the history and the checkpoint in agreement. Python only lets the main thread
+    handle signals, and we leave any handler but Python's own alone (sweep's workers ignore Ctrl-C).
+    """
+
+    def __init__(self):
+        self.requested, self.previous = False, None
+
+    def listen(self) -> None:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)             # the next Ctrl-C interrupts at once
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _diverged_message(what: str, step: int, cfg: TrainConfig, temperature: float, dtype: torch.dtype) -> str:
+    return (f"{what} at step {step + 1} of {cfg.steps} (τ = {temperature:.4g}, lr = {_lr_at(step, cfg):.3g}, "
+            f"{str(dtype).removeprefix('torch.')}). The model keeps its state from step {step}, BatchNorm "
+            f"statistics included, and the optimiser took no step. Likely causes: a learning rate too high "
+            f"(try a lower lr or a longer warm-up); τ near its floor of 0.01, where logits reach 100 (try a "
+            f"larger τ, or precision='float32' if you train in bfloat16); NaN or infinite values coming out "
+            f"of a custom layer or in the data.")
+
+
 def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
           config: TrainConfig | None = None, *, callbacks: list[Callback] | None = None,
           evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-          progress: bool = True) -> tuple[nn.Module, History]:
+          progress: bool = True, resume: str | os.PathLike | None = None) -> tuple[nn.Module, History]:
     """Train a CLIP-style model on (images, tokens) pairs; return (model, history).
 
     images: uint8 (N, 3, H, W); tokens: long (N, L). `evaluate(model) -> {name: value}` runs every
     `config.eval_every` steps and at the end, in eval mode; callbacks see its result in
-    `state.metrics`. Raises TrainingDiverged, naming the step, if the loss stops being finite.
+    `state.metrics`. `resume`: a checkpoint written by `checkpoint.Checkpoint` for this model, data
+    and config; training continues from its step exactly as the first run would have.
+    Raises TrainingDiverged, naming the step, if the loss or the gradients stop being finite, and
+    TrainingInterrupted (a KeyboardInterrupt) at the end of the step during which Ctrl-C was pressed;
+    both carry the history so far, and leave the model as it was after the last completed step.
     """
     cfg = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -238,12 +388,15 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                                   fused=device.type in ("cpu", "cuda"))
     for group in optimizer.param_groups:
         group["peak_lr"] = group["lr"]                          # each group follows the schedule from its peak
-    state = TrainState(model, optimizer, cfg)
-    order = torch.Generator().manual_seed(cfg.seed)
-    n_batches = len(images) // cfg.batch_size
+    state = TrainState(model, optimizer, cfg, history=history,
+                       batches=BatchOrder(len(images), cfg.batch_size, cfg.seed))
     clamp = getattr(getattr(model, "temperature", None), "clamp_", lambda: None)
 
     evaluated_at = -1
+    # The model's own randomness (dropout, if it has any) draws from torch's global generator: seed
+    # it for this run and give the caller's state back at the end, so a run depends on cfg.seed alone.
+    caller_rng = torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    interrupt = _StopAtStepEnd()
 
     def run_evaluation():
         nonlocal evaluated_at
@@ -258,28 +411,40 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             cb.on_evaluate(state)
 
     try:
+        interrupt.listen()
+        torch.manual_seed(cfg.seed)
+        if resume is not None:
+            state.load_state_dict(load_checkpoint(resume))
+            evaluated_at = history.evaluations[-1]["step"] if history.evaluations else -1
         for cb in callbacks:
             cb.on_train_start(state)
-        perm = torch.randperm(len(images), generator=order)
+        if (resume is not None and cfg.eval_every and 0 < state.step < cfg.steps
+                and state.step % cfg.eval_every == 0 and evaluated_at != state.step):
+            run_evaluation()                  # the checkpoint was written just before this evaluation
         while state.step < cfg.steps and not state.stop:
-            batch = state.step % n_batches
-            if batch == 0 and state.step > 0:
-                perm = torch.randperm(len(images), generator=order)  # a new epoch
-            idx = perm[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            idx = state.batches.indices(state.step)                 # (B,)
             x = to_float(images[idx].to(device))                    # (B, 3, H, W)
             t = tokens[idx].to(device)                              # (B, L)
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * _schedule(state.step, cfg)
+            buffers = [b.clone() for b in model.buffers()]          # BatchNorm's running statistics, ...
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                image_features, text_features, temperature = model(x, t)
+                image_features, text_features, temperature = model(x, t)  # ... which this updates
             loss = clip_loss(image_features, text_features, temperature)  # logits in float32 either way
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at step {state.step + 1} of {cfg.steps} "
-                    f"(τ = {float(temperature.detach()):.4g}, lr = {_lr_at(state.step, cfg):.3g}); the "
-                    f"model keeps its parameters from step {state.step}. Try a lower lr or a larger τ.")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            problem = None if torch.isfinite(loss) else f"the loss became {loss.item()}"
+            if problem is None:
+                loss.backward()
+                grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+                if grads and not torch.isfinite(torch.stack(grads).sum()):   # one check, one sync
+                    problem = f"the gradients became NaN or infinite (the loss was {loss.item():.4g})"
+            if problem is not None:                                 # keep the last good state
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for b, saved in zip(model.buffers(), buffers):
+                        b.copy_(saved)
+                raise TrainingDiverged(_diverged_message(problem, state.step, cfg,
+                                                         float(temperature.detach()), dtype), history)
             optimizer.step()
             clamp()                                                 # τ back into [0.01, 1]
             state.step += 1
@@ -290,12 +455,25 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 cb.on_step_end(state)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
                 run_evaluation()
+            if interrupt.requested:
+                raise TrainingInterrupted(f"Ctrl-C: training stopped after step {state.step} of {cfg.steps}; "
+                                          "the model and the history are those of that step", history)
         if evaluated_at != state.step:
             run_evaluation()                                        # the final evaluation, once
         for cb in callbacks:
             cb.on_train_end(state)
+        if interrupt.requested:          # Ctrl-C during the final evaluation: training is complete anyway
+            raise KeyboardInterrupt
+    except TrainingInterrupted:
+        for cb in callbacks:
+            cb.on_interrupt(state)                                  # e.g. Checkpoint saves this step
+        raise
     finally:
+        interrupt.restore()
         model.eval()
         if cfg.threads:
             torch.set_num_threads(old_threads)
+        torch.set_rng_state(caller_rng[0])
+        if caller_rng[1] is not None:
+            torch.cuda.set_rng_state_all(caller_rng[1])
     return model, history

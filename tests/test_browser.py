@@ -91,6 +91,15 @@ def _write_json(path: Path, content) -> None:
     path.write_text(json.dumps(content))
 
 
+def jupyterlab_command(port: int, token: str, root: Path) -> list[str]:
+    """The JupyterLab server the test starts: on 127.0.0.1 only (never other machines), with a token."""
+    if not token:
+        raise ValueError("token must not be empty: without one, anyone on this machine can run code in the kernel")
+    return [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None", "--ServerApp.port_retries=0"]
+
+
 @contextlib.contextmanager
 def jupyterlab(notebook: Path, base: Path):
     """Run JupyterLab on 127.0.0.1 with a random token, in base/root holding a copy of `notebook`
@@ -122,9 +131,7 @@ def jupyterlab(notebook: Path, base: Path):
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTER_PATH=str(home / "share"), IPYTHONDIR=str(home / "ipython"))
     port, token = _free_port(), secrets.token_hex(24)
-    cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.news_url=None", "--ServerApp.port_retries=0"]
+    cmd = jupyterlab_command(port, token, root)
     log_path = base / "server.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
@@ -292,3 +299,18 @@ def test_without_chromium_the_test_skips_but_fails_under_ci(monkeypatch, ci):
     assert _apt_install_chromium() == "apt-get is not available"
     with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match="chromium"):
         _unavailable("no chromium here")
+
+
+def test_the_server_listens_on_127_0_0_1_only_and_requires_a_token(tmp_path):
+    """No browser needed: the command line the test starts JupyterLab with. Binding another address
+    (0.0.0.0, ::) or dropping the token would let other machines, or anyone, run code in the kernel."""
+    token = secrets.token_hex(24)
+    cmd = jupyterlab_command(8888, token, tmp_path)
+    ips = [arg for arg in cmd if arg.startswith(("--ip", "--ServerApp.ip"))]
+    assert ips == ["--ip=127.0.0.1"]
+    tokens = [arg for arg in cmd if "token" in arg.lower()]
+    assert tokens == [f"--IdentityProvider.token={token}"]
+    assert not any(arg.startswith(("--ServerApp.password", "--ServerApp.disable_check_xsrf",
+                                   "--ServerApp.allow_remote_access", "--ServerApp.allow_origin")) for arg in cmd)
+    with pytest.raises(ValueError, match="token must not be empty"):
+        jupyterlab_command(8888, "", tmp_path)

@@ -1,6 +1,7 @@
 """The temperature sweep, run small: the rows it returns, their summary, and the helpers."""
 
 import math
+import os
 
 import pytest
 
@@ -171,3 +172,123 @@ def test_learnable_runs_from_several_starts_with_a_temperature_lr():
 def test_bad_learnable_settings_raise_before_any_run(change, match):
     with pytest.raises(ValueError, match=match):
         experiments.sweep([0.1], seeds=[0], **{**SMALL, **change})
+
+
+# --- stopping, crashing, and memory ------------------------------------------------------------------
+
+def test_ctrl_c_during_a_sweep_leaves_no_worker_process():
+    """A KeyboardInterrupt in the caller (here raised by a watching callback, as Ctrl-C would be)
+    stops every worker and waits for it before it reaches the caller."""
+    import multiprocessing
+
+    seen = {}
+
+    class CtrlC:
+        def __getattr__(self, name):
+            if not name.startswith("on_"):
+                raise AttributeError(name)
+
+            def handler(state):
+                if name == "on_step_end":
+                    seen["workers"] = [p.pid for p in multiprocessing.active_children()]
+                    raise KeyboardInterrupt
+            return handler
+
+    with pytest.raises(KeyboardInterrupt):
+        experiments.sweep([0.05, 0.5], seeds=[0, 1], workers=2, callbacks=lambda run: [CtrlC()],
+                          **{**SMALL, "steps": 50})
+    assert len(seen["workers"]) == 2
+    assert multiprocessing.active_children() == []
+    for pid in seen["workers"]:
+        with pytest.raises(ProcessLookupError):          # ended and reaped: no zombie either
+            os.kill(pid, 0)
+
+
+def test_a_script_without_a_main_guard_fails_clearly_instead_of_respawning_forever(tmp_path):
+    """Each spawned worker imports the calling script again; without `if __name__ == "__main__":` the
+    script would call sweep again in every worker. Python refuses that in the worker; the sweep must
+    then stop with a message that says what to do (the old Pool replaced dying workers forever)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from clipcourse import experiments\n"
+                      f"experiments.sweep([0.1], seeds=[0, 1], workers=2, **{SMALL!r})\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode != 0
+    assert ("RuntimeError: a worker process exited with code 1 while starting, before it trained anything: "
+            'if a script calls experiments.sweep, it must do so under `if __name__ == "__main__":`') in out.stderr
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for_forever():
+    """A worker killed mid-run (as the out-of-memory killer does) ends the sweep with the run it had."""
+    import signal as signals
+
+    class KillWorker:
+        def __getattr__(self, name):
+            if not name.startswith("on_"):
+                raise AttributeError(name)
+
+            def handler(state):
+                if name == "on_step_end" and state.step == 1:
+                    import multiprocessing
+                    for p in multiprocessing.active_children():
+                        os.kill(p.pid, signals.SIGKILL)
+            return handler
+
+    with pytest.raises(RuntimeError, match=r"exited with code -9 while .*: it was killed, most likely because "
+                                           r"the system ran out of memory"):
+        experiments.sweep([0.05], seeds=[0, 1], learnable=False, workers=2, **{**SMALL, "steps": 50},
+                          callbacks=lambda run: [KillWorker()] if run["seed"] == 0 else [])
+
+
+def test_a_sweep_that_cannot_fit_in_memory_is_refused_before_any_worker_starts(monkeypatch):
+    import multiprocessing
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_workers)
+    monkeypatch.setattr(experiments, "_run", no_workers)
+    monkeypatch.setattr(experiments, "available_memory", lambda: 200 * 2**20)
+    per_run = experiments.run_bytes(192, 48, 32, (8, 16), 1, 32)
+    assert 50 * 2**20 < per_run < 200 * 2**20                   # one run here fits; two workers do not
+    with pytest.raises(ValueError, match=r"this sweep needs about 0\.\d\d GiB of memory \(2 worker processes x "
+                                         r"\(300 MiB for Python and torch \+ \d+ MiB for one run's data and "
+                                         r"activations\)\), but only 0\.20 GiB is available: use fewer workers "
+                                         r"\(workers=1 needs about 0\.\d\d GiB\)"):
+        experiments.sweep([0.1], seeds=[0], workers=2, **SMALL)
+    monkeypatch.setattr(experiments, "available_memory", lambda: 20 * 2**20)
+    with pytest.raises(ValueError, match=r"needs about 0\.\d\d GiB of memory \(\d+ MiB for one run's data "
+                                         r"and activations\), but only 0\.02 GiB is available: use a smaller"):
+        experiments.sweep([0.1], seeds=[0], workers=1, **SMALL)
+
+
+def test_automatic_workers_shrink_to_what_fits(monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments, "available_memory", lambda: 200 * 2**20)
+    monkeypatch.setattr(experiments, "default_workers", lambda device, threads: 4)
+    monkeypatch.setattr(experiments, "_run_parallel", lambda *args: calls.append(args[-1]))
+    monkeypatch.setattr(experiments, "_run", lambda setup, run, callbacks: dict(run))
+    rows = experiments.sweep([0.1, 0.2], seeds=[0, 1], **SMALL)      # 4 workers would need 1.6 GiB
+    assert calls == [] and len(rows) == 6                           # so one run at a time, here
+    monkeypatch.setattr(experiments, "available_memory", lambda: 64 * 2**30)
+    experiments.sweep([0.1, 0.2], seeds=[0, 1], **SMALL)
+    assert calls == [4]
+
+
+def test_run_bytes_grows_with_the_data_and_the_batch():
+    base = dict(n_train=8000, n_heldout=1000, resolution=32, widths=(32, 64, 128), convs_per_stage=1,
+                batch_size=128)
+    default = experiments.run_bytes(**base)
+    # measured for the default sweep run: about 190 MiB besides the process; the estimate errs above
+    assert 150 * 2**20 < default < 400 * 2**20
+    assert experiments.run_bytes(**{**base, "n_train": 80000}) > default + 300 * 2**20
+    assert experiments.run_bytes(**{**base, "batch_size": 2048}) > default
+    assert experiments.run_bytes(**{**base, "resolution": 64}) > 3 * default - 2 * experiments.RUN_OVERHEAD_BYTES
+
+
+def test_available_memory_is_a_positive_number_here():
+    free = experiments.available_memory()
+    assert free is None or free > 0

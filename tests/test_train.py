@@ -1,10 +1,12 @@
 """The training loop: a real learning signal, determinism, callbacks, History, weight-decay groups,
-the temperature clamp, divergence handling and argument checks.
+the temperature clamp, divergence and Ctrl-C handling, bfloat16 at both ends of τ's range and
+argument checks (checkpoints and resuming: test_checkpoint.py).
 
 Runs use threads=1: on a busy 2-core machine one thread is both deterministic and far faster."""
 
 import copy
 import math
+import signal
 
 import pytest
 import torch
@@ -41,6 +43,7 @@ class Recorder(Callback):
     def on_step_end(self, state): self._log("step", state)
     def on_evaluate(self, state): self._log("evaluate", state)
     def on_train_end(self, state): self._log("end", state)
+    def on_interrupt(self, state): self._log("interrupt", state)
 
 
 # --- a real learning signal ------------------------------------------------------------------------
@@ -78,6 +81,33 @@ def test_same_seed_same_run(tok, pairs):
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     _, h_c = train.train(build_model(tok, seed=0), images, tokens, quick(seed=1), progress=False)
     assert h_c.loss != h_a.loss  # the seed orders the batches
+
+
+class Dropout(nn.Module):
+    """Wraps a model with dropout on its image features: its training draws from torch's RNG."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.drop = inner, nn.Dropout(0.3)
+        self.temperature = inner.temperature
+
+    def forward(self, images, tokens):
+        img, txt, tau = self.inner(images, tokens)
+        return nn.functional.normalize(self.drop(img), dim=-1), txt, tau
+
+
+def test_same_seed_same_run_even_with_dropout_whatever_the_global_rng(tok, pairs):
+    """The run seeds torch's RNG itself (and gives the caller's back): cfg.seed alone decides it."""
+    histories = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        expected = torch.rand(1)
+        torch.manual_seed(global_seed)
+        histories.append(train.train(Dropout(build_model(tok, seed=0)), *pairs, quick(), progress=False)[1])
+        assert torch.equal(torch.rand(1), expected)          # the caller's RNG is untouched
+    assert histories[0].as_dict() == histories[1].as_dict()
+    other = train.train(Dropout(build_model(tok, seed=0)), *pairs, quick(seed=1), progress=False)[1]
+    assert other.loss != histories[0].loss
 
 
 def test_training_does_not_touch_the_global_rng(tok, pairs):
@@ -306,11 +336,105 @@ def test_non_finite_loss_raises_naming_the_step_and_keeps_the_weights(tok, pairs
     assert sorted(snapshots) == [1, 2]
     after = model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
-    # the parameters are those of step 2 (BatchNorm's running statistics did see step 3's batch)
-    for name, p in model.named_parameters():
-        assert torch.equal(p.detach(), snapshots[2][name]), name
+    # the whole state is that of step 2: parameters, and BatchNorm's running statistics, which the
+    # diverging forward pass had already updated
+    assert after.keys() == snapshots[2].keys()
+    for name, value in after.items():
+        assert torch.equal(value, snapshots[2][name]), name
     assert torch.get_num_threads() == threads
     assert not model.training
+    assert info.value.history.step == [1, 2]
+    for words in ("τ = 0.07", "lr = ", "Likely causes", "learning rate", "BatchNorm statistics included"):
+        assert words in str(info.value)
+
+
+class NanGradAt(nn.Module):
+    """Wraps a model; on call number `at` the loss stays finite but its gradients become NaN."""
+
+    class _Poison(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    def __init__(self, inner, at):
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+        self.temperature = inner.temperature
+
+    def forward(self, images, tokens):
+        self.calls += 1
+        img, txt, tau = self.inner(images, tokens)
+        return (self._Poison.apply(img) if self.calls == self.at else img), txt, tau
+
+
+def test_non_finite_gradients_stop_before_the_optimiser_step(tok, pairs):
+    """A finite loss with NaN gradients would put NaN into every weight through AdamW: stop first."""
+    model = NanGradAt(build_model(tok, seed=0), at=2)
+    kept = {}
+
+    class Snapshot(Callback):
+        def on_step_end(self, state):
+            kept["model"] = copy.deepcopy(state.model.state_dict())
+            kept["optimizer"] = copy.deepcopy(state.optimizer.state_dict())
+
+    with pytest.raises(TrainingDiverged, match=r"the gradients became NaN or infinite .*step 2 of 4") as info:
+        train.train(model, *pairs, quick(), callbacks=[Snapshot()], progress=False)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, kept["model"][name]), name
+    assert info.value.history.step == [1]
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------------
+
+class CtrlCInForward(nn.Module):
+    """Wraps a model; presses Ctrl-C `times` times (SIGINT to this process) inside forward call `at`."""
+
+    def __init__(self, inner, at, times=1):
+        super().__init__()
+        self.inner, self.at, self.times, self.calls = inner, at, times, 0
+        self.temperature = inner.temperature
+
+    def forward(self, images, tokens):
+        self.calls += 1
+        if self.calls == self.at:
+            for _ in range(self.times):
+                signal.raise_signal(signal.SIGINT)
+        return self.inner(images, tokens)
+
+
+def test_ctrl_c_mid_step_finishes_the_step_then_stops(tok, pairs):
+    """Ctrl-C in the middle of step 3 (here in the forward pass, after BatchNorm saw the batch): the
+    step completes, callbacks see it, then TrainingInterrupted (a KeyboardInterrupt) carries a history
+    that matches the model exactly."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    straight, _ = train.train(build_model(tok, seed=0), *pairs, quick(steps=3), progress=False)
+    model = CtrlCInForward(build_model(tok, seed=0), at=3)
+    own = History()
+    recorder = Recorder()
+    with pytest.raises(KeyboardInterrupt) as info:
+        train.train(model, *pairs, quick(steps=10), callbacks=[own, recorder], progress=False)
+    assert isinstance(info.value, train.TrainingInterrupted)
+    assert "after step 3 of 10" in str(info.value)
+    assert info.value.history.step == own.step == [1, 2, 3]
+    assert recorder.calls[-1] == ("interrupt", 3)
+    for name, value in model.inner.state_dict().items():
+        assert torch.equal(value, straight.state_dict()[name]), name
+    assert not model.training
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Python's handler is back
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tok, pairs):
+    model = CtrlCInForward(build_model(tok, seed=0), at=2, times=2)
+    recorder = Recorder()
+    with pytest.raises(KeyboardInterrupt) as info:
+        train.train(model, *pairs, quick(steps=10), callbacks=[recorder], progress=False)
+    assert not isinstance(info.value, train.TrainingInterrupted)
+    assert ("interrupt", 1) not in recorder.calls        # no half-done step is handed to callbacks
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_divergence_message_emits_no_warning(tok, pairs):
@@ -382,6 +506,19 @@ def test_both_precisions_train_and_keep_float32_weights(tok, pairs, precision):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(torch.isfinite(torch.tensor(history.loss)))
     assert history.loss[-1] < history.loss[0]
+
+
+@pytest.mark.parametrize("temperature", [0.01, 1.0])
+@pytest.mark.parametrize("learnable", [False, True])
+def test_bfloat16_stays_finite_at_both_ends_of_the_temperature_range(tok, pairs, temperature, learnable):
+    """At τ = 0.01 the logits reach 100, where bfloat16 keeps only 2-3 significant digits; at τ = 1
+    they stay within ±1. The logits and the loss are float32 under autocast, so both train finitely."""
+    model = build_model(tok, seed=0, temperature=temperature, learnable_temperature=learnable)
+    model, history = train.train(model, *pairs, quick(steps=8, precision="bfloat16", lr=5e-3), progress=False)
+    assert all(math.isfinite(v) for v in history.loss + history.accuracy + history.temperature)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert history.loss[-1] < history.loss[0]
+    assert all(0.01 - 1e-6 <= t <= 1 + 1e-6 for t in history.temperature)
 
 
 def test_bfloat16_follows_float32_closely(tok, pairs):
