@@ -100,18 +100,26 @@ def training_curves(history, metrics: Sequence[str] = ("loss", "temperature", "a
 
 
 def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: Sequence[float],
-                            learnable: tuple[float, float] | None = None, ax=None,
-                            ylabel: str = "held-out zero-shot accuracy"):
-    """Accuracy against a fixed τ with error bars; a learnable-τ result as a band (lesson 07)."""
+                            learnable: tuple[float, float] | dict[str, tuple[float, float]] | None = None, ax=None,
+                            ylabel: str = "held-out zero-shot accuracy", colors: Sequence[str] | None = None):
+    """Accuracy against a fixed τ with error bars; learnable-τ results as bands (lesson 07).
+
+    `learnable` is one (mean, std), or {label: (mean, std)} for several (e.g. one per start), drawn in
+    `colors` (one per band) if given.
+    """
     fig, ax = _axes(ax, figsize=(6, 4))
     ax.errorbar(taus, mean, yerr=std, marker="o", capsize=3, label="fixed τ (mean ± std over seeds)")
     if learnable is not None:
-        m, s = learnable
-        ax.axhspan(m - s, m + s, color="tab:orange", alpha=0.25, label="learnable τ (mean ± std)")
-        ax.axhline(m, color="tab:orange")
+        bands = {"learnable τ (mean ± std)": learnable} if isinstance(learnable, tuple) else learnable
+        for color, (label, (m, s)) in zip(colors or _BAND_COLORS, bands.items()):
+            ax.axhspan(m - s, m + s, color=color, alpha=0.2, label=label)
+            ax.axhline(m, color=color)
     ax.set(xscale="log", xlabel="τ", ylabel=ylabel)
     ax.legend(fontsize=8)
     return fig
+
+
+_BAND_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
 # --- lessons 00-04 ---
@@ -172,17 +180,28 @@ def gradient_row(grad: torch.Tensor, positive: int, title: str = "", ax=None):
 # --- lessons 06-08 ---
 
 def temperature_trajectories(trajectories: dict[str, Sequence[float]], ax=None, bounds=(0.01, 1.0),
-                             init: float | None = 0.07, reference: dict[str, float] | None = None):
-    """τ against the step for one or more runs, on a log scale, with the clamp's bounds (lesson 07)."""
+                             init: float | None = 0.07, reference: dict[str, float] | None = None,
+                             colors: dict[str, str] | None = None, band: tuple[float, float] | None = None):
+    """τ against the step for one or more runs, on a log scale, with the clamp's bounds (lesson 07).
+
+    `colors` {label: colour} draws runs in chosen colours (only the first run of each colour gets a
+    legend entry, so one label can stand for a group); `band` (low, high) shades a range of τ.
+    """
     fig, ax = _axes(ax, figsize=(6, 3.5))
+    labelled = set()
     for label, taus in trajectories.items():
-        ax.plot(np.arange(1, len(taus) + 1), taus, label=label)
+        color = (colors or {}).get(label)
+        legend = label if color is None or color not in labelled else None
+        labelled.add(color)
+        ax.plot(np.arange(1, len(taus) + 1), taus, label=legend, color=color, lw=1.2)
     for b in bounds:
         ax.axhline(b, color="gray", ls=":", lw=1)
     if init is not None:
         ax.axhline(init, color="tab:gray", ls="--", lw=1, label=f"start (τ = {init:g})")
     for label, tau in (reference or {}).items():
         ax.axhline(tau, color="tab:green", ls="-.", lw=1, label=label)
+    if band is not None:
+        ax.axhspan(*band, color="tab:green", alpha=0.1)
     ax.set(yscale="log", xlabel="step", ylabel="τ", title="τ during training", ylim=(bounds[0] * 0.8, bounds[1] * 1.25))
     ax.legend(fontsize=8)
     return fig

@@ -80,6 +80,48 @@ def test_stored_without_timestamps_and_in_order(path):
         f"{path.name}: per-cell timestamps; store it with tools/execute_notebooks.py"
 
 
+# Readable cells (issue 10): a code cell a learner reads in one glance, a prose cell that is not a page.
+MAX_CODE_LINES = 20
+MAX_PROSE_WORDS = 250
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_cells_stay_readable(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    for k, cell in enumerate(cells):
+        src = _source(cell)
+        if cell["cell_type"] == "code":
+            n = len(src.splitlines())
+            assert n <= MAX_CODE_LINES, (f"cell {k} of {path.name} has {n} lines of code: split it, or move its "
+                                         f"logic into a named package function the lesson explains")
+        elif cell["cell_type"] == "markdown":
+            words = len(src.split())
+            assert words <= MAX_PROSE_WORDS, f"cell {k} of {path.name} has {words} words of prose: split it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_widget_state_only_where_a_view_needs_it(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    # every stored model is reachable from a view the notebook shows (no state left from earlier runs)
+    reach, queue = set(), list(views)
+    while queue:
+        model = queue.pop()
+        if model in state and model not in reach:
+            reach.add(model)
+            queue += re.findall(r"IPY_MODEL_([0-9a-f]{32})", json.dumps(state[model]))
+    assert set(state) == reach, f"{path.name}: {len(set(state) - reach)} stored widget models no output shows"
+    # no progress bar frozen at its first frame: it would show "0%" in a static view forever
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            plain = "".join(o.get("data", {}).get("text/plain", ""))
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+                assert not re.search(r"\b0%\|", plain), f"{path.name}: a stored progress bar reads {plain!r}"
+
+
 def test_expect_names_the_value_and_the_bar():
     exercises.expect("accuracy", 0.95, at_least=0.9)
     exercises.expect("τ", 0.05, at_least=0.015, at_most=0.07)

@@ -1,0 +1,232 @@
+"""The course's six claims about τ, and the verdicts the lessons measure (lessons 00 and 04–08).
+
+Lesson 00 asks the six questions; each lesson that tests one measures it, turns its numbers into a
+`Verdict` with one of the functions below, prints it and `record`s it; lesson 08 gathers the six
+answers side by side (`recorded`, `table`). A verdict is never written by hand: it is computed from the
+run's own numbers, so it can come out differently on another computer, and the lessons' prose is
+written to stay true either way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CLAIMS = {
+    "C1": "training pulls each matching image-text pair together and pushes every non-matching pair apart",
+    "C2": "every similarity score is divided by τ before the softmax",
+    "C3": "a low τ sharpens the softmax and concentrates the learning signal on the hardest negatives",
+    "C4": "a high τ softens it, and the model learns too little from the negatives",
+    "C5": "a too-low τ fixates on tiny differences and generalises worse",
+    "C6": "a learnable τ finds a good focus by itself, close to the best fixed τ, in one run",
+}
+LESSONS = {"C1": "06", "C2": "04", "C3": "05", "C4": "07", "C5": "07", "C6": "07"}
+
+HOLDS = "holds"
+FAILS = "does not hold at this scale"
+UNCLEAR = "unclear"
+MARGIN = 0.05           # accuracy differences below five percentage points count as noise
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's answer, measured: HOLDS, FAILS or UNCLEAR, and the numbers behind it."""
+
+    claim: str
+    answer: str
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"{self.claim} {self.answer}: {self.evidence}"
+
+
+def _verdict(claim: str, answer: str, evidence: str) -> Verdict:
+    if claim not in CLAIMS:
+        raise ValueError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
+    if answer not in (HOLDS, FAILS, UNCLEAR):
+        raise ValueError(f"answer must be {HOLDS!r}, {FAILS!r} or {UNCLEAR!r}, got {answer!r}")
+    return Verdict(claim, answer, evidence)
+
+
+def clearly_below(a_mean: float, a_std: float, b_mean: float, b_std: float, margin: float = MARGIN) -> bool:
+    """Is a clearly below b: by more than `margin` and by more than the two seed spreads together?"""
+    gap = b_mean - a_mean
+    return gap > margin and gap > a_std + b_std and not math.isnan(gap)
+
+
+# --- One function per claim: numbers in, verdict out ------------------------------------------
+
+def c1_pull_push(pos_before: float, pos_after: float, neg_before: float, neg_after: float) -> Verdict:
+    """C1 (lesson 06): mean similarity of positives and negatives before and after training.
+
+    The loss compares each negative with its positive, so "pushed apart" is measured relative to the
+    positives: the gap (positives minus negatives) must grow, and the positives must rise.
+    """
+    gap_before, gap_after = pos_before - neg_before, pos_after - neg_after
+    holds = pos_after > pos_before and gap_after > gap_before
+    return _verdict("C1", HOLDS if holds else FAILS,
+                    f"positives {pos_before:+.2f} → {pos_after:+.2f}, negatives {neg_before:+.2f} → "
+                    f"{neg_after:+.2f}, gap {gap_before:+.2f} → {gap_after:+.2f}")
+
+
+def c2_divided_by_tau(by_hand: float, package: float, reference: float, undivided: float) -> Verdict:
+    """C2 (lesson 04): the loss written by hand with sims / τ equals clip_loss and open_clip's, and
+    differs from the loss without the division."""
+    same = math.isclose(by_hand, package, rel_tol=1e-5) and math.isclose(by_hand, reference, rel_tol=1e-5)
+    differs = not math.isclose(by_hand, undivided, rel_tol=1e-3)
+    return _verdict("C2", HOLDS if same and differs else FAILS,
+                    f"by hand {by_hand:.4f} = clipcourse {package:.4f} = open_clip {reference:.4f}; "
+                    f"without ÷τ it would be {undivided:.4f}")
+
+
+def c3_sharpens(taus, entropies, hardest_shares) -> Verdict:
+    """C3 (lesson 05): as τ falls, the softmax's entropy falls and the hardest negative's share of
+    the gradient rises (taus in any order; one entropy and one share per τ)."""
+    if not len(taus) == len(entropies) == len(hardest_shares) >= 2:
+        raise ValueError(f"need at least two τ with one entropy and one share each, got {len(taus)}, "
+                         f"{len(entropies)} and {len(hardest_shares)}")
+    order = sorted(range(len(taus)), key=lambda i: taus[i])           # ascending τ
+    ent = [entropies[i] for i in order]
+    share = [hardest_shares[i] for i in order]
+    sharper = all(a < b for a, b in zip(ent, ent[1:]))              # entropy rises with τ
+    focused = all(a > b for a, b in zip(share, share[1:]))           # the hardest share falls with τ
+    lo, hi = order[0], order[-1]
+    return _verdict("C3", HOLDS if sharper and focused else FAILS,
+                    f"from τ = {taus[hi]:.3g} down to {taus[lo]:.3g} the entropy falls {entropies[hi]:.2f} → "
+                    f"{entropies[lo]:.2f} nats and the hardest negative's gradient share rises "
+                    f"{hardest_shares[hi]:.0%} → {hardest_shares[lo]:.0%}")
+
+
+def best_fixed(summary: dict) -> dict:
+    """The fixed τ of a sweep summary with the best mean held-out accuracy."""
+    if not summary.get("sweep"):
+        raise ValueError("the summary holds no fixed-τ runs: give experiments.summarize a sweep with taus")
+    return max(summary["sweep"], key=lambda e: e["acc_mean"])
+
+
+def c4_high_tau(summary: dict) -> Verdict:
+    """C4 (lesson 07): held-out accuracy at the highest fixed τ against the best fixed τ."""
+    best, high = best_fixed(summary), summary["sweep"][-1]
+    below = clearly_below(high["acc_mean"], high["acc_std"], best["acc_mean"], best["acc_std"])
+    answer = HOLDS if below else (UNCLEAR if high["acc_mean"] < best["acc_mean"] else FAILS)
+    return _verdict("C4", answer,
+                    f"held-out accuracy {high['acc_mean']:.1%} ± {high['acc_std']:.1%} at τ = {high['tau']:.3g} "
+                    f"vs {best['acc_mean']:.1%} ± {best['acc_std']:.1%} at the best fixed τ = {best['tau']:.3g}")
+
+
+def c5_low_tau(fitted: dict, short: dict | None = None, fit_bar: float = 0.9) -> Verdict:
+    """C5 (lesson 07): does a too-low τ generalise worse once it has fitted its training data?
+
+    `fitted` summarises runs trained long enough to fit, at the lowest τ and at the best one (an
+    experiments.summarize of two fixed τ): C5 holds when both fit their training combinations
+    (accuracy ≥ fit_bar) and the gap from training to held-out combinations is clearly larger at the
+    low τ. If the low τ does not fit, the runs cannot separate generalisation from optimisation.
+    `short`, the short sweep, adds what it showed to the evidence.
+    """
+    if len(fitted.get("sweep", [])) < 2:
+        raise ValueError("fitted must summarise runs at two fixed τ (the lowest and the best)")
+    low, best = fitted["sweep"][0], fitted["sweep"][-1]
+    gaps = {}
+    for name, e in (("low", low), ("best", best)):
+        gaps[name] = e["train_combo_acc_mean"] - e["heldout_acc_mean"]
+    spread = low["heldout_acc_std"] + best["heldout_acc_std"]
+    fits = low["train_combo_acc_mean"] >= fit_bar and best["train_combo_acc_mean"] >= fit_bar
+    wider = gaps["low"] - gaps["best"]
+    if not fits:
+        answer = UNCLEAR
+    elif wider > MARGIN and wider > spread:
+        answer = HOLDS
+    else:
+        answer = UNCLEAR if wider > MARGIN else FAILS       # a wide gap within the seeds' noise: unclear
+    evidence = (f"trained to fit, τ = {low['tau']:.3g}: training combinations {low['train_combo_acc_mean']:.1%}, "
+                f"held-out {low['heldout_acc_mean']:.1%} (gap {gaps['low']:.1%}); τ = {best['tau']:.3g}: "
+                f"{best['train_combo_acc_mean']:.1%}, {best['heldout_acc_mean']:.1%} (gap {gaps['best']:.1%})")
+    if not fits:
+        evidence += f"; a run below {fit_bar:.0%} on its training combinations has not fitted them"
+    if short is not None:
+        s_low, s_best = short["sweep"][0], best_fixed(short)
+        evidence += (f". In the short sweep τ = {s_low['tau']:.3g} reached only {s_low['train_combo_acc_mean']:.1%} "
+                     f"on training combinations (vs {s_best['train_combo_acc_mean']:.1%}): there it mostly "
+                     f"optimised slower")
+    return _verdict("C5", answer, evidence)
+
+
+def c6_learnable(summary: dict) -> Verdict:
+    """C6 (lesson 07): from every start, does learnable τ end within 2× of the best fixed τ and
+    within one standard deviation of its held-out accuracy?"""
+    starts = summary.get("learnable_starts") or []
+    if not starts:
+        raise ValueError("the summary holds no learnable-τ runs: run the sweep with learnable=True")
+    best = best_fixed(summary)
+    parts, good = [], []
+    for e in starts:
+        ratio = e["final_tau_mean"] / best["tau"]
+        close_tau = 0.5 <= ratio <= 2.0
+        close_acc = e["acc_mean"] >= best["acc_mean"] - best["acc_std"]
+        good.append(close_tau and close_acc)
+        parts.append(f"from {e['tau']:.3g}: τ {e['final_tau_mean']:.3g} ({ratio:.2g}× the best "
+                     f"{'✓' if close_tau else '✗'}), accuracy {e['acc_mean']:.1%} {'✓' if close_acc else '✗'}")
+    answer = HOLDS if all(good) else FAILS
+    return _verdict("C6", answer, f"best fixed τ = {best['tau']:.3g} at {best['acc_mean']:.1%} ± "
+                    f"{best['acc_std']:.1%}; " + "; ".join(parts))
+
+
+# --- Recording verdicts, so that lesson 08 can show all six -----------------------------------
+
+RESULTS_ENV = "CLIPCOURSE_RESULTS"
+
+
+def results_path() -> Path:
+    """Where verdicts are recorded: $CLIPCOURSE_RESULTS, else results/claims.json in the course folder,
+    else ~/.cache/clipcourse/claims.json (the package installed away from a checkout)."""
+    named = os.environ.get(RESULTS_ENV, "")
+    if named:
+        return Path(named).expanduser()
+    from . import paths
+
+    try:
+        return paths.course_root() / "results" / "claims.json"
+    except paths.CourseFilesNotFoundError:
+        return Path.home() / ".cache" / "clipcourse" / "claims.json"
+
+
+def record(verdict: Verdict, path: str | os.PathLike | None = None) -> Path:
+    """Add (or replace) one verdict in the results file, atomically; return the file's path."""
+    if not isinstance(verdict, Verdict):
+        raise TypeError(f"verdict must be a claims.Verdict, got {type(verdict).__name__}")
+    path = Path(path) if path is not None else results_path()
+    found = recorded(path)
+    found[verdict.claim] = verdict
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({k: asdict(v) for k, v in sorted(found.items())}, indent=1, ensure_ascii=False),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def recorded(path: str | os.PathLike | None = None) -> dict[str, Verdict]:
+    """The verdicts recorded so far, {claim: Verdict}; empty if none (or the file is unreadable)."""
+    path = Path(path) if path is not None else results_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {k: _verdict(v["claim"], v["answer"], v["evidence"]) for k, v in raw.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def table(verdicts: dict[str, Verdict], width: int = 110) -> str:
+    """The six claims, each with its answer, the lesson that measured it and the numbers behind it."""
+    import textwrap
+
+    lines = []
+    for claim, text in CLAIMS.items():
+        v = verdicts.get(claim)
+        answer = v.answer if v else f"not measured yet: run lesson {LESSONS[claim]}"
+        lines.append(f"{claim} (lesson {LESSONS[claim]}) {text}\n     → {answer}")
+        if v:
+            lines.append(textwrap.fill(v.evidence, width, initial_indent=" " * 7, subsequent_indent=" " * 7))
+    return "\n".join(lines)

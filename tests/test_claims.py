@@ -1,0 +1,100 @@
+"""The verdict functions of clipcourse.claims: each answer follows from the numbers, both ways."""
+
+import json
+
+import pytest
+
+from clipcourse import claims
+
+
+def entry(tau, acc, std=0.01, train=None, final_tau=None, train_std=0.01):
+    return {"tau": tau, "acc_mean": acc, "acc_std": std, "heldout_acc_mean": acc, "heldout_acc_std": std,
+            "train_combo_acc_mean": acc + 0.1 if train is None else train, "train_combo_acc_std": train_std,
+            "final_tau_mean": tau if final_tau is None else final_tau, "final_tau_std": 0.0}
+
+
+SWEEP = [entry(0.01, 0.50), entry(0.0316, 0.78), entry(0.1, 0.83), entry(0.316, 0.40), entry(1.0, 0.19)]
+
+
+def test_c1_needs_positives_up_and_the_gap_to_grow():
+    assert claims.c1_pull_push(-0.04, 0.87, -0.04, 0.08).answer == claims.HOLDS     # negatives rose, gap grew
+    assert claims.c1_pull_push(-0.04, 0.30, -0.04, 0.50).answer == claims.FAILS     # gap shrank
+    assert claims.c1_pull_push(0.5, 0.4, 0.5, 0.0).answer == claims.FAILS           # positives fell
+
+
+def test_c2_equal_losses_and_a_different_undivided_one():
+    assert claims.c2_divided_by_tau(0.8218, 0.8218, 0.8218, 2.06).answer == claims.HOLDS
+    assert claims.c2_divided_by_tau(0.8218, 2.0625, 0.8218, 2.06).answer == claims.FAILS   # a broken clip_loss
+    assert claims.c2_divided_by_tau(2.06, 2.06, 2.06, 2.06).answer == claims.FAILS         # no division at all
+
+
+def test_c3_entropy_and_hardest_share_must_both_move():
+    taus = [1.0, 0.1, 0.01]
+    assert claims.c3_sharpens(taus, [2.0, 1.2, 0.1], [0.14, 0.4, 0.95]).answer == claims.HOLDS
+    assert claims.c3_sharpens(taus, [2.0, 1.2, 1.5], [0.14, 0.4, 0.95]).answer == claims.FAILS
+    assert claims.c3_sharpens(taus, [2.0, 1.2, 0.1], [0.5, 0.4, 0.3]).answer == claims.FAILS
+    with pytest.raises(ValueError, match="at least two τ"):
+        claims.c3_sharpens([0.1], [1.0], [0.5])
+
+
+def test_c4_holds_unclear_or_fails_by_the_numbers():
+    assert claims.c4_high_tau({"sweep": SWEEP}).answer == claims.HOLDS
+    noisy = SWEEP[:-1] + [entry(1.0, 0.80, std=0.05)]
+    assert claims.c4_high_tau({"sweep": noisy}).answer == claims.UNCLEAR
+    better = SWEEP[:-1] + [entry(1.0, 0.9)]
+    assert claims.c4_high_tau({"sweep": better}).answer == claims.FAILS
+    with pytest.raises(ValueError, match="no fixed-τ runs"):
+        claims.c4_high_tau({"sweep": []})
+
+
+def test_c5_needs_a_fit_and_a_wider_gap():
+    fitted = {"sweep": [entry(0.01, 0.85, train=0.98), entry(0.05, 0.97, train=0.995)]}
+    assert claims.c5_low_tau(fitted).answer == claims.HOLDS
+    same_gap = {"sweep": [entry(0.01, 0.95, train=0.98), entry(0.05, 0.97, train=0.995)]}
+    assert claims.c5_low_tau(same_gap).answer == claims.FAILS
+    not_fitted = {"sweep": [entry(0.01, 0.50, train=0.66), entry(0.05, 0.97, train=0.995)]}
+    v = claims.c5_low_tau(not_fitted, short={"sweep": SWEEP})
+    assert v.answer == claims.UNCLEAR and "has not fitted" in v.evidence and "short sweep" in v.evidence
+
+
+def test_c6_every_start_must_end_close_in_tau_and_accuracy():
+    good = [entry(s, 0.82, final_tau=0.07) for s in (0.01, 0.07, 1.0)]
+    assert claims.c6_learnable({"sweep": SWEEP, "learnable_starts": good}).answer == claims.HOLDS
+    low_tau = good[:2] + [entry(1.0, 0.82, final_tau=0.02)]                        # 0.2× the best τ
+    assert claims.c6_learnable({"sweep": SWEEP, "learnable_starts": low_tau}).answer == claims.FAILS
+    low_acc = [entry(0.01, 0.55, final_tau=0.07)] + good[1:]
+    v = claims.c6_learnable({"sweep": SWEEP, "learnable_starts": low_acc})
+    assert v.answer == claims.FAILS and "from 0.01" in v.evidence and "✗" in v.evidence
+    with pytest.raises(ValueError, match="no learnable-τ runs"):
+        claims.c6_learnable({"sweep": SWEEP, "learnable_starts": []})
+
+
+def test_record_and_table_round_trip(tmp_path):
+    path = tmp_path / "claims.json"
+    assert claims.recorded(path) == {}
+    v = claims.c4_high_tau({"sweep": SWEEP})
+    claims.record(v, path)
+    claims.record(claims.c1_pull_push(-0.04, 0.87, -0.04, 0.08), path)
+    got = claims.recorded(path)
+    assert got["C4"] == v and set(got) == {"C1", "C4"}
+    text = claims.table(got)
+    assert text.count("\n     → ") == 6 and "not measured yet: run lesson 07" in text
+    path.write_text("{ not json", encoding="utf-8")
+    assert claims.recorded(path) == {}                       # a damaged file reads as nothing recorded
+    with pytest.raises(TypeError, match="claims.Verdict"):
+        claims.record("C4 holds", path)
+
+
+def test_results_path_obeys_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(claims.RESULTS_ENV, str(tmp_path / "x.json"))
+    assert claims.results_path() == tmp_path / "x.json"
+    monkeypatch.delenv(claims.RESULTS_ENV)
+    assert claims.results_path().name == "claims.json"
+
+
+def test_verdict_values_are_checked():
+    with pytest.raises(ValueError, match="claim must be one of"):
+        claims._verdict("C7", claims.HOLDS, "")
+    with pytest.raises(ValueError, match="answer must be"):
+        claims._verdict("C1", "maybe", "")
+    assert json.dumps(claims.CLAIMS)                        # plain text, printable by lesson 00
