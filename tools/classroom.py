@@ -47,6 +47,7 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 SOLUTIONS_DIR = ROOT / "classroom" / "solutions"
 COURSE_DIR = ROOT / "classroom"
 
+PREDICTION = "prediction = None  # TODO"   # predict, then run (exercises.predictions): compared, not graded
 CHECK_CALL = re.compile(r"^exercises\.lesson(\d\d)\.(check_\w+)\(")
 SECTION = re.compile(r"^# %% (.+)$")
 OUTPUT_SECTION = re.compile(r'^output of the cell containing "(.+)"$')
@@ -150,8 +151,8 @@ def find_exercises(nb: nbformat.NotebookNode, lesson: str) -> list[Exercise]:
     found = []
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     for k, i in enumerate(code):
-        if "TODO" not in nb.cells[i].source:
-            continue
+        if "TODO" not in nb.cells[i].source or nb.cells[i].source.startswith(PREDICTION):
+            continue                          # a predict-then-run cell is not graded: it has no right answer
         nxt = code[k + 1] if k + 1 < len(code) else None
         match = CHECK_CALL.match(nb.cells[nxt].source.strip()) if nxt is not None else None
         if not match or match.group(1) != lesson:

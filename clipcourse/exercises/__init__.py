@@ -21,10 +21,14 @@ class Feedback:
     passed: bool | None          # None: not attempted yet
     message: str
     hint: str = ""
+    kind: str = "check"          # "check": right or wrong; "prediction": compared with what a run measured
 
     def __str__(self) -> str:
         if self.passed is None:
             return f"⏳ Not attempted yet. {self.message}".rstrip()
+        if self.kind == "prediction":
+            head = "🎯 Your prediction held" if self.passed else "🔎 Your prediction missed"
+            return f"{head}: {self.message}" + (f"\n   Why: {self.hint}" if self.hint else "")
         if self.passed:
             return f"✅ Correct. {self.message}".rstrip()
         return f"❌ Not yet: {self.message}" + (f"\n   Hint: {self.hint}" if self.hint else "")
