@@ -78,11 +78,14 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
                                                         setup.data_seed)
     image = ImageEncoderConfig(resolution=setup.resolution, widths=setup.widths,
                                convs_per_stage=setup.convs_per_stage)
+    # a run may carry its own loss, bias start, batch size and steps (lesson 09's runs, clipcourse.siglip)
+    bias = {"logit_bias": run["logit_bias"]} if run.get("logit_bias") is not None else {}
     model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
-                        temperature=run["tau"])
-    cfg = train.TrainConfig(steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=run["seed"],
-                            device=setup.device, threads=setup.threads, precision=setup.precision,
-                            temperature_lr=setup.temperature_lr)
+                        temperature=run["tau"], **bias)
+    cfg = train.TrainConfig(steps=run.get("steps", setup.steps), batch_size=run.get("batch_size", setup.batch_size),
+                            lr=setup.lr, seed=run["seed"], device=setup.device, threads=setup.threads,
+                            precision=setup.precision, temperature_lr=setup.temperature_lr,
+                            loss=run.get("loss", "clip"))
     model, history = train.train(model, world.images, tokens, cfg, progress=False, callbacks=callbacks)
     classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(i) for i in range(data.NUM_COMBOS)])
     held_img = evaluate.embed_images(model, held.images)
@@ -97,6 +100,7 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
         uniformity=evaluate.uniformity(held_img.cpu()),
         tau_trajectory=list(history.temperature),
+        **({"final_bias": model.logit_bias.item()} if bias else {}),
     )
 
 

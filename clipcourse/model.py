@@ -7,6 +7,7 @@ returns `(image_features, text_features, temperature)`, with both feature sets L
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +25,7 @@ class CLIPConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     temperature: float = INIT_TEMPERATURE  # the starting τ (CLIP: 0.07)
     learnable_temperature: bool = True   # learn log(1/τ) (CLIP) or keep τ fixed
+    logit_bias: float | None = None      # SigLIP's learnable bias b, its start (SigLIP: -10); None: no bias
 
 
 class TinyCLIP(nn.Module):
@@ -38,6 +40,15 @@ class TinyCLIP(nn.Module):
         self.text_projection = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
         self.temperature = (LearnableTemperature(cfg.temperature) if cfg.learnable_temperature
                             else FixedTemperature(cfg.temperature))
+        if cfg.logit_bias is not None:
+            if isinstance(cfg.logit_bias, bool) or not isinstance(cfg.logit_bias, (int, float)):
+                raise TypeError(f"logit_bias must be a number (SigLIP starts at -10) or None, got "
+                                f"{type(cfg.logit_bias).__name__}")
+            if not math.isfinite(cfg.logit_bias):
+                raise ValueError(f"logit_bias must be finite, got {cfg.logit_bias}")
+        # SigLIP's b, added to every logit (open_clip's name); None for CLIP, which has no bias (lesson 09)
+        self.logit_bias = (nn.Parameter(torch.tensor(float(cfg.logit_bias))) if cfg.logit_bias is not None
+                           else None)
 
     @property
     def logit_scale(self) -> torch.Tensor:

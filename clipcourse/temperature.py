@@ -6,6 +6,9 @@ positive whatever the optimiser does, and makes a step mean the same *relative* 
 as at τ = 0.01. CLIP starts at τ = 0.07 and clips the logit scale at 100 (τ ≥ 0.01) because it found
 that necessary for stable training; open_clip clamps `logit_scale` to [0, ln 100] (τ in [0.01, 1])
 after every optimiser step and keeps it out of weight decay. This module does the same.
+
+SigLIP (lesson 09) learns t = 1/τ the same way, from t = 10 (τ = 0.1) with open_clip's clamp, and a
+bias b from -10; the bias lives on the model (`CLIPConfig.logit_bias`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from torch import nn
 INIT_TEMPERATURE = 0.07
 MIN_TEMPERATURE = 0.01   # logit scale at most 100
 MAX_TEMPERATURE = 1.0    # logit scale at least 1
+SIGLIP_INIT_TEMPERATURE = 0.1   # SigLIP starts t = 1/τ at 10: t' = log t = log 10 (Zhai et al. 2023)
+SIGLIP_INIT_BIAS = -10.0        # ... and its bias b at -10 (lesson 09)
 
 
 class FixedTemperature(nn.Module):

@@ -4,7 +4,8 @@ The loop knows nothing of progress bars, plots or widgets. They subscribe as cal
 `TrainState` the loop hands them after every step; that is how the lessons' live dashboard, the
 history and checkpoints attach without touching the model or the loop.
 
-Each step: a batch of pairs -> `clip_loss(*model(images, tokens))` -> backward -> AdamW step ->
+Each step: a batch of pairs -> `clip_loss(*model(images, tokens))` (or SigLIP's `siglip_loss` with the
+model's `logit_bias`, lesson 09) -> backward -> AdamW step ->
 clamp the learnable temperature (as open_clip does, after every optimiser step).
 
 A step is all or nothing. A non-finite loss or gradient stops training before the optimiser step
@@ -27,7 +28,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_uint8, to_float
-from .loss import clip_loss, in_batch_accuracy
+from .loss import clip_loss, in_batch_accuracy, siglip_loss
 
 
 @dataclass
@@ -45,6 +46,8 @@ class TrainConfig:
     precision: str = "auto"              # "float32", "bfloat16" (autocast, float32 weights) or "auto"
                                          # ("auto" obeys the CLIPCOURSE_PRECISION environment variable)
     eval_every: int = 0                  # call `evaluate` every this many steps (0: only at the end)
+    loss: str = "clip"                   # "clip" (softmax, lesson 04) or "siglip" (pairwise sigmoid with the
+                                         # model's logit_bias, lesson 09)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -203,7 +206,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: floa
     """AdamW groups as open_clip makes them: decay weight matrices; not biases, norms, τ.
 
     With `temperature_lr`, logit_scale gets a third group of its own with that learning rate
-    (and no weight decay), so τ can travel further than the weights' learning rate allows.
+    (and no weight decay), so τ can travel further than the weights' learning rate allows. A SigLIP
+    model's logit_bias joins it: b, like t, is one number that must travel far (lesson 09).
     """
     if temperature_lr is not None and not temperature_lr > 0:
         raise ValueError(f"temperature_lr must be positive (or None), got {temperature_lr}")
@@ -211,7 +215,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: floa
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if temperature_lr is not None and "logit_scale" in name:
+        if temperature_lr is not None and ("logit_scale" in name or name == "logit_bias"):
             tau.append(p)
             continue
         exclude = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name or "ln" in name
@@ -349,6 +353,19 @@ def _diverged_message(what: str, step: int, cfg: TrainConfig, temperature: float
             f"of a custom layer or in the data.")
 
 
+def _check_loss(loss: str, model: nn.Module) -> None:
+    """TrainConfig.loss names a loss this model can be trained with: SigLIP needs the model's bias."""
+    if loss not in ("clip", "siglip"):
+        raise ValueError(f"loss must be 'clip' or 'siglip', got {loss!r}")
+    bias = getattr(model, "logit_bias", None)
+    if loss == "siglip" and bias is None:
+        raise ValueError("loss='siglip' adds a learnable bias to every logit, and this model has none: build it "
+                         "with build_model(tokenizer, temperature=0.1, logit_bias=-10.0) (lesson 09)")
+    if loss == "clip" and bias is not None:
+        raise ValueError("this model has a logit_bias, which only the sigmoid loss uses (the softmax ignores a "
+                         "bias added to every logit): train it with TrainConfig(loss='siglip')")
+
+
 def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
           config: TrainConfig | None = None, *, callbacks: list[Callback] | None = None,
           evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -374,6 +391,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
         raise ValueError(f"batch_size must be in [2, {len(images)}] (the number of pairs), got {cfg.batch_size}")
     if cfg.steps < 1:
         raise ValueError(f"steps must be at least 1, got {cfg.steps}")
+    _check_loss(cfg.loss, model)
 
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
@@ -430,7 +448,10 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             buffers = [b.clone() for b in model.buffers()]          # BatchNorm's running statistics, ...
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 image_features, text_features, temperature = model(x, t)  # ... which this updates
-            loss = clip_loss(image_features, text_features, temperature)  # logits in float32 either way
+            if cfg.loss == "siglip":                                # logits in float32 either way
+                loss = siglip_loss(image_features, text_features, temperature, model.logit_bias)
+            else:
+                loss = clip_loss(image_features, text_features, temperature)
             optimizer.zero_grad(set_to_none=True)
             problem = None if torch.isfinite(loss) else f"the loss became {loss.item()}"
             if problem is None:
