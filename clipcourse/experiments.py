@@ -58,6 +58,7 @@ class _Setup:
     threads: int | None
     precision: str = "auto"
     temperature_lr: float | None = None
+    keep_features: bool = False        # rows also hold the held-out features, before and after training
 
 
 @functools.lru_cache(maxsize=2)
@@ -82,6 +83,8 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     bias = {"logit_bias": run["logit_bias"]} if run.get("logit_bias") is not None else {}
     model = build_model(tok, seed=run["seed"], image=image, learnable_temperature=run["learnable"],
                         temperature=run["tau"], **bias)
+    if setup.keep_features:                  # the untrained model's features: the gap at initialisation
+        init_img, init_txt = evaluate.embed_images(model, held.images), evaluate.embed_texts(model, held_tokens)
     cfg = train.TrainConfig(steps=run.get("steps", setup.steps), batch_size=run.get("batch_size", setup.batch_size),
                             lr=setup.lr, seed=run["seed"], device=setup.device, threads=setup.threads,
                             precision=setup.precision, temperature_lr=setup.temperature_lr,
@@ -101,6 +104,12 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         uniformity=evaluate.uniformity(held_img.cpu()),
         tau_trajectory=list(history.temperature),
         **({"final_bias": model.logit_bias.item()} if bias else {}),
+        # as numpy arrays: a tensor would travel back from a worker process as a handle to shared memory,
+        # which is gone once the worker has exited
+        **({"features": dict(image=held_img.cpu().numpy(), text=held_txt.cpu().numpy(), classes=classes.cpu().numpy(),
+                             labels=held.labels.numpy(), captions=list(held.captions),
+                             image_init=init_img.cpu().numpy(), text_init=init_txt.cpu().numpy())}
+           if setup.keep_features else {}),
     )
 
 
@@ -302,7 +311,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
           convs_per_stage: int = 1, batch_size: int = 128, lr: float = 2e-3, n_heldout: int = 1000,
           data_seed: int = 0, device: str = "auto", threads: int | None = 1, workers: int | None = None,
           precision: str = "auto", learnable_starts: Sequence[float] = (INIT_TEMPERATURE,),
-          temperature_lr: float | None = None, callbacks: Callable[[dict], list] | None = None) -> list[dict]:
+          temperature_lr: float | None = None, callbacks: Callable[[dict], list] | None = None,
+          keep_features: bool = False) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
@@ -318,6 +328,10 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     soonest as one single-threaded run per core (benchmarks/NOTES.md). Rows are the same whatever `workers`
     is: each run is seeded on its own. With workers > 1, callbacks watch (they get each step's
     numbers; `state.model` is None and `state.stop` is ignored).
+    With `keep_features`, each row also holds "features": the held-out images' and captions' features
+    after training (image, text) and before it (image_init, text_init), the 48 class prompts' features
+    (classes), the held-out labels (numpy arrays; torch.as_tensor turns them back) and captions (lesson 12
+    measures the modality gap).
     """
     if not taus and not learnable:
         raise ValueError("nothing to run: give at least one τ or learnable=True")
@@ -337,7 +351,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
         raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
     train.resolve_precision(precision, train.resolve_device(device))   # a bad value fails here, not in a worker
     setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
-                   data_seed, device, threads, precision, temperature_lr)
+                   data_seed, device, threads, precision, temperature_lr, keep_features)
     runs = [dict(tau=float(t), learnable=False) for t in taus]
     if learnable:
         runs += [dict(tau=float(t), learnable=True) for t in learnable_starts]
