@@ -68,6 +68,7 @@ def stable_widget_ids(nb: nbformat.NotebookNode, name: str) -> nbformat.Notebook
 def execute(path: Path, output: Path, timeout: int) -> float:
     """Run `path` top to bottom in a fresh kernel and write the result to `output`; return seconds."""
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)          # widget state of an earlier run; this run stores its own, if any
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.resolve().parent)}})
     t0 = time.perf_counter()
