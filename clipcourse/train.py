@@ -408,7 +408,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
         group["peak_lr"] = group["lr"]                          # each group follows the schedule from its peak
     state = TrainState(model, optimizer, cfg, history=history,
                        batches=BatchOrder(len(images), cfg.batch_size, cfg.seed))
-    clamp = getattr(getattr(model, "temperature", None), "clamp_", lambda: None)
+    inner = getattr(model, "module", model)                     # DistributedDataParallel keeps it in .module
+    clamp = getattr(getattr(inner, "temperature", None), "clamp_", lambda: None)
 
     evaluated_at = -1
     # The model's own randomness (dropout, if it has any) draws from torch's global generator: seed

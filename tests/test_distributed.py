@@ -1,0 +1,261 @@
+"""clipcourse.distributed (lesson 10): negatives gathered across processes equal one process's big batch.
+
+Two CPU processes joined by gloo, each with half of a batch, compute the same loss and the same
+gradients (within 1e-6) as one process holding the whole batch; open_clip's ClipLoss with
+world_size=2 agrees; `train.train` runs unchanged under DistributedDataParallel; and torchrun
+runs `python -m clipcourse.distributed`.
+"""
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from clipcourse import distributed, train
+from clipcourse.loss import clip_loss
+
+TOL = 1e-6
+
+
+def _features(n, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    txt = F.normalize(img + 0.8 * torch.randn(n, d, generator=g), dim=-1)
+    return img, txt
+
+
+# --- in one process ---------------------------------------------------------------------------
+
+def test_local_losses_average_to_the_big_batch_loss_and_gradients():
+    img, txt = _features(12)
+    tau = torch.tensor(0.07)
+    a, b = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+    big = clip_loss(a, b, tau)
+    big.backward()
+    world = 3
+    x, y = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+    shards = zip(x.chunk(world), y.chunk(world))
+    mean = sum(distributed.local_clip_loss(i, t, x, y, tau, rank) for rank, (i, t) in enumerate(shards)) / world
+    mean.backward()
+    assert abs(mean.item() - big.item()) < TOL
+    assert torch.allclose(x.grad, a.grad, atol=TOL) and torch.allclose(y.grad, b.grad, atol=TOL)
+
+
+def test_without_the_rank_offset_the_local_loss_is_wrong():
+    img, txt = _features(8)
+    shards = list(zip(img.chunk(2), txt.chunk(2)))
+    right = distributed.local_clip_loss(*shards[1], img, txt, 0.07, rank=1)
+    wrong = distributed.local_clip_loss(*shards[1], img, txt, 0.07, rank=0)   # labels point at rank 0's pairs
+    assert wrong.item() > right.item() + 1
+
+
+def test_single_process_falls_back_to_clip_loss():
+    assert not distributed.is_distributed()
+    img, txt = _features(6)
+    assert torch.equal(distributed.gathered_clip_loss(img, txt, 0.1), clip_loss(img, txt, 0.1))
+    assert distributed.all_gather_with_grad(img) is img
+
+
+def test_arguments_are_checked():
+    img, txt = _features(8)
+    with pytest.raises(ValueError, match="rank"):
+        distributed.local_clip_loss(img[:4], txt[:4], img, txt, 0.07, rank=2)
+    with pytest.raises(TypeError, match="rank"):
+        distributed.local_clip_loss(img[:4], txt[:4], img, txt, 0.07, rank=1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        distributed.local_clip_loss(img[:4], txt[:4], img, txt, 0.0, rank=0)
+    with pytest.raises(TypeError, match="x must be"):
+        distributed.all_gather_with_grad([1.0])
+    with pytest.raises(ValueError, match="world_size"):
+        distributed.launch(distributed.demo_step, world_size=0)
+    with pytest.raises(TypeError, match="fn"):
+        distributed.launch("demo_step")
+
+
+def test_gather_features_exposes_the_inner_temperature():
+    model, images, tokens = distributed.demo_model_and_batch(4)
+    wrapped = distributed.GatherFeatures(model)
+    assert wrapped.temperature is model.temperature
+    out, ref = wrapped(images, tokens), model(images, tokens)
+    assert all(torch.equal(a, b) for a, b in zip(out, ref))   # one process: nothing to gather
+
+
+# --- two processes ----------------------------------------------------------------------------
+
+def test_two_processes_equal_one_process_with_the_big_batch():
+    per_process = 8
+    results = distributed.launch(distributed.demo_step, world_size=2, args=(per_process, 0), timeout=300)
+    model, images, tokens = distributed.demo_model_and_batch(2 * per_process, 0)
+    big = clip_loss(*model(images, tokens))
+    big.backward()
+    for how in ("local loss", "GatherFeatures"):
+        loss = sum(r[how]["loss"] for r in results) / 2
+        assert abs(loss - big.item()) < TOL, how
+        for name, p in model.named_parameters():
+            for r in results:
+                assert torch.allclose(r[how]["grads"][name], p.grad, rtol=0, atol=TOL), (how, name)
+    # without the gather each process sees only its own negatives: another loss, other gradients
+    alone = sum(r["no gather"]["loss"] for r in results) / 2
+    assert big.item() - alone > 0.3
+    assert any((results[0]["no gather"]["grads"][n] - p.grad).abs().max() > 1e-3 for n, p in model.named_parameters())
+
+
+def _open_clip_worker(rank, world_size, n):
+    """Our gathered losses and open_clip's ClipLoss(gather_with_grad=True), local and global, on the same shard."""
+    import open_clip
+
+    img, txt = _features(world_size * n, seed=3)
+    mine = slice(rank * n, (rank + 1) * n)
+    out = {}
+    for local_loss in (True, False):
+        for name in ("ours", "open_clip"):
+            x, y = img[mine].clone().requires_grad_(True), txt[mine].clone().requires_grad_(True)
+            if name == "open_clip":
+                reference = open_clip.loss.ClipLoss(local_loss=local_loss, gather_with_grad=True, rank=rank,
+                                                    world_size=world_size)
+                loss = reference(x, y, logit_scale=torch.tensor(1 / 0.05))
+            elif local_loss:
+                loss = distributed.gathered_clip_loss(x, y, 0.05)
+            else:                                    # what GatherFeatures + clip_loss compute
+                loss = clip_loss(distributed.all_gather_with_grad(x), distributed.all_gather_with_grad(y), 0.05)
+            loss.backward()
+            out[local_loss, name] = (loss.item(), x.grad, y.grad)
+    return out
+
+
+def test_gathered_loss_equals_open_clip_clip_loss_with_world_size_2():
+    pytest.importorskip("open_clip")
+    results = distributed.launch(_open_clip_worker, world_size=2, args=(6,), timeout=300)
+    for r in results:
+        for local_loss in (True, False):
+            (ours, gi, gt), (ref, ri, rt) = r[local_loss, "ours"], r[local_loss, "open_clip"]
+            assert abs(ours - ref) < TOL, local_loss
+            assert torch.allclose(gi, ri, atol=TOL) and torch.allclose(gt, rt, atol=TOL), local_loss
+
+
+class _Gradients(train.Callback):
+    """After the step: the gradients the optimiser used (train zeroes them only before the next backward)."""
+
+    def __init__(self, model):
+        self.model, self.grads = model, None
+
+    def on_step_end(self, state):
+        self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters()}
+
+
+def _ddp_train_worker(rank, world_size, per_process):
+    """train.train, unchanged, on this process's shard, the model in DDP and GatherFeatures."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, images, tokens = _uint8_batch(world_size * per_process)
+    shard = slice(rank, None, world_size)
+    wrapped = distributed.GatherFeatures(DistributedDataParallel(model))
+    cfg = train.TrainConfig(steps=1, batch_size=per_process, warmup_steps=1, precision="float32")
+    grads = _Gradients(model)
+    _, history = train.train(wrapped, images[shard], tokens[shard], cfg, progress=False, callbacks=[grads])
+    return {"loss": history.loss, "grads": grads.grads}
+
+
+def _uint8_batch(n):
+    from clipcourse import data
+    from clipcourse.text import Tokenizer
+
+    model, _, _ = distributed.demo_model_and_batch(2)
+    tok = Tokenizer.for_shapesworld()
+    pairs = data.ShapesWorld.generate(n, seed=5)
+    return model, pairs.images, tok(pairs.captions)
+
+
+def test_train_runs_unchanged_under_ddp_with_the_big_batch_loss_and_gradients():
+    per_process = 8
+    results = distributed.launch(_ddp_train_worker, world_size=2, args=(per_process,), timeout=300)
+    model, images, tokens = _uint8_batch(2 * per_process)
+    cfg = train.TrainConfig(steps=1, batch_size=2 * per_process, warmup_steps=1, precision="float32")
+    grads = _Gradients(model)
+    _, history = train.train(model, images, tokens, cfg, progress=False, callbacks=[grads])
+    for r in results:
+        # each process trained on its own 8 pairs (a shuffle of its shard); together they are the 16
+        assert abs(r["loss"][0] - history.loss[0]) < TOL       # every process logs the global batch's loss
+        for name, g in grads.grads.items():
+            assert torch.allclose(r["grads"][name], g, rtol=0, atol=TOL), name
+
+
+def test_train_clamps_the_temperature_of_a_ddp_model(tmp_path):
+    """DDP keeps the model in .module: train must still find its temperature and clamp it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, images, tokens = _uint8_batch(8)
+    with torch.no_grad():
+        model.temperature.logit_scale.fill_(10.0)               # τ = e^-10, far below the floor of 0.01
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        cfg = train.TrainConfig(steps=1, batch_size=8, warmup_steps=1, precision="float32")
+        train.train(DistributedDataParallel(model), images, tokens, cfg, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert abs(float(model.temperature().detach()) - 0.01) < 1e-6
+
+
+def _fails(rank, world_size):
+    if rank == 1:
+        raise ValueError("rank 1 is unhappy")
+    return rank
+
+
+def _hangs(rank, world_size):
+    time.sleep(60)
+
+
+def test_launch_reports_a_failing_process_and_leaves_none_behind():
+    with pytest.raises(RuntimeError, match="rank 1 is unhappy"):
+        distributed.launch(_fails, world_size=2, timeout=300)
+    assert not multiprocessing.active_children()
+
+
+def test_launch_stops_processes_that_run_past_the_timeout():
+    before = os.environ.get("GLOO_SOCKET_IFNAME")
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        distributed.launch(_hangs, world_size=2, timeout=3)
+    assert time.monotonic() - start < 30
+    assert not multiprocessing.active_children()
+    assert os.environ.get("GLOO_SOCKET_IFNAME") == before      # launch sets it for its processes only
+
+
+# --- torchrun ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_torchrun_trains_with_two_cpu_processes(tmp_path):
+    torchrun = shutil.which("torchrun")
+    command = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
+        "--standalone", "--nproc_per_node=2", "-m", "clipcourse.distributed",
+        "--steps", "3", "--batch-size", "8", "--n-train", "256", "--save", str(tmp_path / "model.pt")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if distributed._loopback_interface():
+        env.setdefault("GLOO_SOCKET_IFNAME", distributed._loopback_interface())
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 processes x 8 pairs: a global batch of 16" in out.stdout, out.stdout
+    assert "after 3 steps" in out.stdout, out.stdout
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert "temperature.logit_scale" in state
+
+
+def test_main_refuses_to_run_without_torchrun(capsys):
+    env_rank = os.environ.pop("RANK", None)
+    try:
+        with pytest.raises(SystemExit):
+            distributed.main(["--steps", "1"])
+    finally:
+        if env_rank is not None:
+            os.environ["RANK"] = env_rank
+    assert "torchrun" in capsys.readouterr().err
+    assert not dist.is_initialized()
