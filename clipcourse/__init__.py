@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 __all__ = ["data", "text", "encoders", "model", "loss", "temperature", "temperature_maths", "train",
-           "evaluate", "experiments", "claims", "checkpoint", "siglip", "diagnostics", "widgets", "plots", "dashboard", "exercises", "paths"]
+           "evaluate", "experiments", "claims", "checkpoint", "siglip", "diagnostics", "distributed", "widgets", "plots", "dashboard", "exercises", "paths"]
 
 
 def __getattr__(name):
