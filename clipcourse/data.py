@@ -229,6 +229,57 @@ def hard_negative_captions(scenes: torch.Tensor, *, generator: torch.Generator |
     return describe(hard_negative(scenes, generator=generator), template=template)
 
 
+SWAPPABLE: tuple[str, ...] = ("color", "shape")   # the attributes swap_attribute can exchange
+
+
+def _check_scenes(scenes) -> None:
+    if not isinstance(scenes, torch.Tensor):
+        raise TypeError(f"scenes must be a torch.Tensor (N, 2, 5), got {type(scenes).__name__}")
+    if scenes.ndim != 3 or scenes.shape[1:] != (2, 5):
+        raise ValueError(f"scenes must have shape (N, 2, 5), got {tuple(scenes.shape)}")
+
+
+def swap_attribute(scenes: torch.Tensor, attribute: str = "color") -> torch.Tensor:
+    """Two-object scenes with one attribute exchanged between the objects (the binding test, lesson 11).
+
+    'a red circle left of a blue square' -> 'a blue circle left of a red square' (colour) or
+    'a red square left of a blue circle' (shape): the same words, bound the other way.
+    """
+    _check_scenes(scenes)
+    if attribute not in SWAPPABLE:
+        raise ValueError(f"attribute must be one of {SWAPPABLE}, got {attribute!r}")
+    if not bool(scenes[:, 1, PRESENT].all()):
+        raise ValueError(f"scenes must all have two objects to swap attributes between them; "
+                         f"{int((scenes[:, 1, PRESENT] == 0).sum())} of {len(scenes)} have one "
+                         f"(sample_scenes(..., two_object_prob=1.0) makes only two-object scenes)")
+    col = COLOR if attribute == "color" else SHAPE
+    swapped = scenes.clone()
+    swapped[:, 0, col], swapped[:, 1, col] = scenes[:, 1, col], scenes[:, 0, col]
+    return swapped
+
+
+def swap_changes_caption(scenes: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: two objects with different colours and different shapes, so either swap changes the words' binding."""
+    _check_scenes(scenes)
+    return ((scenes[:, 1, PRESENT] == 1) & (scenes[:, 0, COLOR] != scenes[:, 1, COLOR])
+            & (scenes[:, 0, SHAPE] != scenes[:, 1, SHAPE]))
+
+
+def binding_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """NegCLIP-style negatives (lesson 11): the colours or the shapes swapped between two objects
+    (chosen at random) where that changes the scene, else hard_negative's one changed attribute."""
+    _check_scenes(scenes)
+    g = generator
+    neg = hard_negative(scenes, generator=g)                                       # (N, 2, 5) the fallback
+    use_shape = torch.randint(2, (len(scenes),), generator=g).bool()              # (N,) which swap
+    ok = swap_changes_caption(scenes)                                              # (N,)
+    if ok.any():
+        two = scenes[ok]
+        swapped = torch.where(use_shape[ok, None, None], swap_attribute(two, "shape"), swap_attribute(two, "color"))
+        neg[ok] = swapped
+    return neg
+
+
 @dataclass
 class ShapesWorld:
     """A generated dataset: uint8 images (N, 3, H, W), their captions and scene attributes."""

@@ -91,3 +91,27 @@ def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor)
     """Fraction of images whose most similar caption in the batch is their own."""
     sims = image_features @ text_features.T                                 # (B, B)
     return (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float().mean().item()
+
+
+def clip_loss_with_hard_negatives(image_features: torch.Tensor, text_features: torch.Tensor,
+                                  hard_negative_features: torch.Tensor, temperature) -> torch.Tensor:
+    """NegCLIP's loss (lesson 11): clip_loss with M extra wrong captions in every image's row.
+
+    Image→text: each image picks its caption among the B captions and the M hard negatives, logits
+    (B, B + M). Text→image is clip_loss's: a hard negative describes no image, so it gets no row.
+    With M = 0 this is clip_loss.
+    """
+    _check_features(image_features, text_features)
+    _check_scalar("temperature", temperature, positive=True)
+    if not isinstance(hard_negative_features, torch.Tensor):
+        raise TypeError(f"hard_negative_features must be a torch.Tensor, got {type(hard_negative_features).__name__}")
+    if not hard_negative_features.is_floating_point():
+        raise TypeError(f"hard_negative_features must be floating point, got dtype {hard_negative_features.dtype}")
+    if hard_negative_features.ndim != 2 or hard_negative_features.shape[1] != text_features.shape[1]:
+        raise ValueError(f"hard_negative_features must be 2-D (M, {text_features.shape[1]}) like text_features, "
+                         f"got shape {tuple(hard_negative_features.shape)}")
+    all_text = torch.cat([text_features, hard_negative_features.to(text_features.dtype)])  # (B + M, D)
+    logits_per_image = _logits(image_features, all_text, temperature)       # (B, B + M)
+    logits_per_text = logits_per_image[:, :len(text_features)].T            # (B, B): captions only
+    labels = torch.arange(len(logits_per_image), device=logits_per_image.device)  # still the diagonal
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2

@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_uint8, to_float
-from .loss import clip_loss, in_batch_accuracy, siglip_loss
+from .loss import clip_loss, clip_loss_with_hard_negatives, in_batch_accuracy, siglip_loss
 
 
 @dataclass
@@ -369,7 +369,8 @@ def _check_loss(loss: str, model: nn.Module) -> None:
 def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
           config: TrainConfig | None = None, *, callbacks: list[Callback] | None = None,
           evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-          progress: bool = True, resume: str | os.PathLike | None = None) -> tuple[nn.Module, History]:
+          progress: bool = True, resume: str | os.PathLike | None = None,
+          hard_negative_tokens: torch.Tensor | None = None) -> tuple[nn.Module, History]:
     """Train a CLIP-style model on (images, tokens) pairs; return (model, history).
 
     images: uint8 (N, 3, H, W); tokens: long (N, L). `evaluate(model) -> {name: value}` runs every
@@ -379,6 +380,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     Raises TrainingDiverged, naming the step, if the loss or the gradients stop being finite, and
     TrainingInterrupted (a KeyboardInterrupt) at the end of the step during which Ctrl-C was pressed;
     both carry the history so far, and leave the model as it was after the last completed step.
+    `hard_negative_tokens` (N, L): one wrong caption per pair, added to its image's row of the loss
+    (NegCLIP, `clip_loss_with_hard_negatives`, lesson 11).
     """
     cfg = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -392,6 +395,12 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     if cfg.steps < 1:
         raise ValueError(f"steps must be at least 1, got {cfg.steps}")
     _check_loss(cfg.loss, model)
+    if hard_negative_tokens is not None:
+        if not isinstance(hard_negative_tokens, torch.Tensor) or hard_negative_tokens.shape != tokens.shape:
+            raise ValueError(f"hard_negative_tokens must be a tensor shaped like tokens {tuple(tokens.shape)} (one "
+                             f"wrong caption per pair), got {getattr(hard_negative_tokens, 'shape', type(hard_negative_tokens))}")
+        if cfg.loss != "clip":
+            raise ValueError(f"hard_negative_tokens work with loss='clip' only, got loss={cfg.loss!r}")
 
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
@@ -444,12 +453,17 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             idx = state.batches.indices(state.step)                 # (B,)
             x = to_float(images[idx].to(device))                    # (B, 3, H, W)
             t = tokens[idx].to(device)                              # (B, L)
+            if hard_negative_tokens is not None:                    # one text pass for both: (2B, L)
+                t = torch.cat([t, hard_negative_tokens[idx].to(device)])
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * _schedule(state.step, cfg)
             buffers = [b.clone() for b in model.buffers()]          # BatchNorm's running statistics, ...
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 image_features, text_features, temperature = model(x, t)  # ... which this updates
-            if cfg.loss == "siglip":                                # logits in float32 either way
+            if hard_negative_tokens is not None:                    # the captions, then their hard negatives
+                text_features, negative_features = text_features[:len(idx)], text_features[len(idx):]
+                loss = clip_loss_with_hard_negatives(image_features, text_features, negative_features, temperature)
+            elif cfg.loss == "siglip":                              # logits in float32 either way
                 loss = siglip_loss(image_features, text_features, temperature, model.logit_bias)
             else:
                 loss = clip_loss(image_features, text_features, temperature)

@@ -1,0 +1,170 @@
+"""Lesson 11 (binding and hard negatives): the NegCLIP loss, the attribute swap, the training hook, the checker."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipcourse import data, loss, model, text, train
+from clipcourse.exercises import lesson11
+
+
+def _features(b=6, m=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(F.normalize(torch.randn(k, d, generator=g), dim=-1) for k in (b, b, m))
+
+
+def _by_hand(img, txt, neg, tau):
+    logits_per_image = img @ torch.cat([txt, neg]).T / tau              # (B, B + M)
+    logits_per_text = (img @ txt.T / tau).T                             # (B, B)
+    labels = torch.arange(len(img))
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+@pytest.mark.parametrize("b,m,tau", [(6, 6, 0.07), (5, 2, 0.5), (4, 9, 0.01)])
+def test_negclip_loss_equals_the_hand_version(b, m, tau):
+    img, txt, neg = _features(b, m)
+    assert torch.allclose(loss.clip_loss_with_hard_negatives(img, txt, neg, tau), _by_hand(img, txt, neg, tau), atol=1e-6)
+
+
+def test_without_hard_negatives_it_is_clip_loss():
+    img, txt, neg = _features(7, 0)
+    for tau in (0.02, torch.tensor(0.3)):
+        assert torch.allclose(loss.clip_loss_with_hard_negatives(img, txt, neg, tau), loss.clip_loss(img, txt, tau))
+
+
+def test_hard_negatives_only_raise_the_loss_and_get_gradients():
+    img, txt, neg = _features()
+    neg = neg.requires_grad_(True)
+    value = loss.clip_loss_with_hard_negatives(img, txt, neg, 0.1)
+    assert value > loss.clip_loss(img, txt, 0.1)               # more wrong answers in each image's row
+    value.backward()
+    assert neg.grad is not None and neg.grad.abs().sum() > 0
+
+
+def test_negclip_loss_refuses_bad_input_naming_the_argument():
+    img, txt, neg = _features()
+    with pytest.raises(ValueError, match="hard_negative_features"):
+        loss.clip_loss_with_hard_negatives(img, txt, neg[:, :4], 0.1)
+    with pytest.raises(TypeError, match="hard_negative_features"):
+        loss.clip_loss_with_hard_negatives(img, txt, neg.numpy(), 0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        loss.clip_loss_with_hard_negatives(img, txt, neg, 0.0)
+
+
+def _two_objects(n=64, seed=0):
+    return data.sample_scenes(n, two_object_prob=1.0, generator=torch.Generator().manual_seed(seed))
+
+
+def test_swap_attribute_exchanges_one_attribute_and_keeps_the_words():
+    scenes = _two_objects()
+    keep = data.swap_changes_caption(scenes)
+    assert keep.float().mean() > 0.5
+    for attribute, col in (("color", data.COLOR), ("shape", data.SHAPE)):
+        swapped = data.swap_attribute(scenes, attribute)
+        assert torch.equal(swapped[:, 0, col], scenes[:, 1, col]) and torch.equal(swapped[:, 1, col], scenes[:, 0, col])
+        others = [c for c in range(5) if c != col]
+        assert torch.equal(swapped[..., others], scenes[..., others])
+        assert torch.equal(data.swap_attribute(swapped, attribute), scenes)      # swapping twice undoes it
+        true, false = data.describe(scenes[keep], template=1), data.describe(swapped[keep], template=1)
+        assert all(t != f and sorted(t.replace("an ", "a ").split()) == sorted(f.replace("an ", "a ").split())
+                   for t, f in zip(true, false))                                # a bag of words cannot tell them apart
+    scene = torch.tensor([[[0, 1, 0, 0, 1], [2, 0, 1, 1, 1]]])                  # red circle, blue square
+    assert data.describe(scene, template=1) == ["a red circle left of a blue square"]
+    assert data.describe(data.swap_attribute(scene, "color"), template=1) == ["a blue circle left of a red square"]
+    assert data.describe(data.swap_attribute(scene, "shape"), template=1) == ["a red square left of a blue circle"]
+
+
+def test_swap_attribute_refuses_what_it_cannot_swap():
+    with pytest.raises(ValueError, match="two objects"):
+        data.swap_attribute(data.sample_scenes(8, two_object_prob=0.0), "color")
+    with pytest.raises(ValueError, match="attribute"):
+        data.swap_attribute(_two_objects(), "size")
+    with pytest.raises(ValueError, match="scenes"):
+        data.swap_attribute(torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="scenes"):
+        data.swap_changes_caption([[0]])
+
+
+def test_binding_negative_swaps_where_it_can_else_changes_one_attribute():
+    g = torch.Generator().manual_seed(0)
+    scenes = data.sample_scenes(400, two_object_prob=0.5, generator=g)
+    neg = data.binding_negative(scenes, generator=torch.Generator().manual_seed(1))
+    ok = data.swap_changes_caption(scenes)
+    swapped = [data.swap_attribute(scenes[ok], a) for a in ("color", "shape")]
+    assert all(torch.equal(n, s0) or torch.equal(n, s1) for n, s0, s1 in zip(neg[ok], *swapped))
+    assert (neg[ok][:, :, data.COLOR] != scenes[ok][:, :, data.COLOR]).any(-1).float().mean().item() == pytest.approx(0.5, abs=0.15)
+    changed = (neg[~ok] != scenes[~ok]).sum(dim=(1, 2))                       # the one-attribute fallback
+    assert (changed == 1).all()
+    again = data.binding_negative(scenes, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(neg, again)                                             # seeded
+
+
+def test_train_with_hard_negatives_uses_negclip_and_default_is_unchanged():
+    tok = text.Tokenizer.for_shapesworld()
+    world = data.ShapesWorld.generate(64, seed=0, two_object_prob=1.0)
+    tokens = tok(world.captions)
+    negatives = tok(data.describe(data.binding_negative(world.scenes, generator=torch.Generator().manual_seed(0)),
+                                  generator=torch.Generator().manual_seed(5)))
+    cfg = train.TrainConfig(steps=3, batch_size=16, precision="float32")
+    _, plain = train.train(model.build_model(tok, seed=0), world.images, tokens, cfg, progress=False)
+    m, hard = train.train(model.build_model(tok, seed=0), world.images, tokens, cfg, progress=False,
+                          hard_negative_tokens=negatives)
+    assert plain.loss[0] != hard.loss[0] and all(math.isfinite(v) for v in hard.loss)
+    # the first loss by hand: the same weights, the same first batch
+    m0 = model.build_model(tok, seed=0).train()
+    idx = train.BatchOrder(len(world), cfg.batch_size, cfg.seed).indices(0)
+    with torch.no_grad():
+        fi, ft, tau = m0(data.to_float(world.images[idx]), torch.cat([tokens[idx], negatives[idx]]))
+    first = loss.clip_loss_with_hard_negatives(fi, ft[:16], ft[16:], tau).item()
+    assert hard.loss[0] == pytest.approx(first, rel=1e-5)
+    with pytest.raises(ValueError, match="hard_negative_tokens"):
+        train.train(model.build_model(tok, seed=0), world.images, tokens, cfg, progress=False,
+                    hard_negative_tokens=negatives[:10])
+
+
+# --- the checker: each learner-style wrong answer gets its own diagnosis --------------------------
+
+def _ce(x, y):
+    return F.cross_entropy(x, y)
+
+
+def right(img, txt, neg, tau):
+    labels = torch.arange(len(img))
+    logits = img @ torch.cat([txt, neg]).T / tau
+    return (_ce(logits, labels) + _ce(logits[:, :len(txt)].T, labels)) / 2
+
+
+WRONG = {
+    "ignores the hard negatives": lambda i, t, n, tau: loss.clip_loss(i, t, tau),
+    "come first": lambda i, t, n, tau: (_ce(i @ torch.cat([n, t]).T / tau, torch.arange(len(i)))
+                                        + _ce(t @ i.T / tau, torch.arange(len(i)))) / 2,
+    "only one direction": lambda i, t, n, tau: _ce(i @ torch.cat([t, n]).T / tau, torch.arange(len(i))),
+    "without averaging": lambda i, t, n, tau: 2 * right(i, t, n, tau),
+    "not divided by τ": lambda i, t, n, tau: (_ce(i @ torch.cat([t / tau, n]).T, torch.arange(len(i)))
+                                              + _ce(t @ i.T / tau, torch.arange(len(i)))) / 2,
+    "pulls the wrong caption": lambda i, t, n, tau: (_ce(i @ torch.cat([t, n]).T / tau, torch.arange(len(i)))
+                                                     + _ce(torch.cat([t, n]) @ i.T / tau,
+                                                           torch.cat([torch.arange(len(i)), torch.arange(len(n)) % len(i)]))) / 2,
+    "different numbers of rows": lambda i, t, n, tau: _ce((i @ torch.cat([t, n]).T / tau).T, torch.arange(len(i))),
+    "no gradient reaches the hard negatives": lambda i, t, n, tau: right(i, t, n.detach(), tau),
+    "not a tensor": lambda i, t, n, tau: right(i, t, n, tau).item(),
+    "in place": lambda i, t, n, tau: right(i, t.div_(1.0), n, tau),
+    "does not change when τ changes": lambda i, t, n, tau: right(i, t, n, 0.1) + 0.01,
+}
+
+
+@pytest.mark.parametrize("name", WRONG)
+def test_checker_names_each_mistake(name):
+    feedback = lesson11.check_negclip_loss(WRONG[name])
+    assert feedback.passed is False, feedback
+    assert name in str(feedback), str(feedback)
+
+
+def test_checker_accepts_the_solution_and_waits_for_an_answer():
+    assert lesson11.check_negclip_loss(right).passed is True
+    assert lesson11.check_negclip_loss(loss.clip_loss_with_hard_negatives).passed is True
+    assert lesson11.check_negclip_loss(None).passed is None
+    assert lesson11.check_negclip_loss(3).passed is False
+    assert lesson11.check_negclip_loss(lambda i, t, n, tau: None).passed is None
