@@ -396,8 +396,3 @@ def summarize(rows: Sequence[dict]) -> dict:
     clip_start = [row for row in learn if math.isclose(row["tau"], INIT_TEMPERATURE)]
     return {"sweep": fixed, "learnable": (clip_start or learn or [None])[0], "learnable_starts": learn}
 
-
-def clearly_below(a_mean: float, a_std: float, b_mean: float, b_std: float, margin: float = 0.05) -> bool:
-    """Is a clearly below b: by more than `margin` and by more than the two seed spreads together?"""
-    gap = b_mean - a_mean
-    return gap > margin and gap > a_std + b_std and not math.isnan(gap)

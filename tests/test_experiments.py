@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from clipcourse import experiments
+from clipcourse import claims, experiments
 from clipcourse.temperature import INIT_TEMPERATURE
 
 SMALL = dict(steps=3, n_train=192, n_heldout=48, batch_size=32, widths=(8, 16), device="cpu")
@@ -138,9 +138,9 @@ def test_log_spaced_and_clearly_below():
     assert ratios == pytest.approx([ratios[0]] * 4)
     with pytest.raises(ValueError):
         experiments.log_spaced(0.1, 0.01, 3)
-    assert experiments.clearly_below(0.3, 0.02, 0.5, 0.02)
-    assert not experiments.clearly_below(0.47, 0.0, 0.5, 0.0)    # within the margin
-    assert not experiments.clearly_below(0.3, 0.1, 0.5, 0.15)    # within the seeds' spread
+    assert claims.clearly_below(0.3, 0.02, 0.5, 0.02)
+    assert not claims.clearly_below(0.47, 0.0, 0.5, 0.0)    # within the margin
+    assert not claims.clearly_below(0.3, 0.1, 0.5, 0.15)    # within the seeds' spread
     with pytest.raises(ValueError, match="nothing to run"):
         experiments.sweep([], seeds=[0], learnable=False, **SMALL)
 
