@@ -297,7 +297,7 @@ def demo_step(rank: int, world_size: int, per_process: int, seed: int = 0) -> di
 def main(argv: list[str] | None = None) -> int:
     """Train TinyCLIP with DistributedDataParallel: one process per core or GPU, started by torchrun.
 
-        torchrun --standalone --nproc_per_node=2 -m clipcourse.distributed --steps 800
+        torchrun --standalone --nproc_per_node=2 -m clipcourse.distributed --steps 600
 
     Each process trains on its own shard of the data with `train.train` (unchanged), its model wrapped
     in DDP and `GatherFeatures`, so the loss is over the batch gathered from every process.
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node=N -m clipcourse.distributed",
                                      description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=800, help="optimiser steps (default 800)")
+    parser.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600, as train.TrainConfig)")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per process and step (default 64)")
     parser.add_argument("--n-train", type=int, default=20000, help="training pairs, shared out (default 20000)")
     parser.add_argument("--lr", type=float, default=2e-3)

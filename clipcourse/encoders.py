@@ -17,7 +17,9 @@ class ImageEncoderConfig:
     kind: str = "cnn"                    # "cnn" (default, fastest on a CPU) or "vit" (a tiny ViT)
     resolution: int = 32                 # input images are (3, resolution, resolution)
     widths: tuple[int, ...] = (32, 64, 128)  # cnn: channels of each stride-2 stage
-    convs_per_stage: int = 1             # cnn: 3x3 convolutions per stage (the first has stride 2)
+    convs_per_stage: int = 1             # cnn: convolutions per stage (the first has stride 2; the others 3x3)
+    last_kernel: int = 2                 # cnn: kernel of the last stage's stride-2 convolution: 2 merges each 2x2
+                                         # patch (as ConvNeXt downsamples), 4/9 of a 3x3's work; 3 overlaps
     patch_size: int = 4                  # vit: pixels per patch side
     vit_width: int = 96                  # vit: token width
     vit_layers: int = 2                  # vit: transformer blocks
@@ -35,15 +37,21 @@ class TextEncoderConfig:
 
 
 class ConvImageEncoder(nn.Module):
-    """A small CNN: stride-2 conv stages, then global average pooling."""
+    """A small CNN: stride-2 conv stages (3x3, the last 2x2), then global average pooling."""
 
     def __init__(self, cfg: ImageEncoderConfig):
         super().__init__()
+        if cfg.last_kernel not in (2, 3):
+            raise ValueError(f"ImageEncoderConfig.last_kernel must be 2 or 3, got {cfg.last_kernel!r}")
+        if not cfg.widths or cfg.convs_per_stage < 1:
+            raise ValueError(f"a CNN needs at least one stage and one convolution per stage, got widths="
+                             f"{cfg.widths!r}, convs_per_stage={cfg.convs_per_stage!r}")
         layers, c_in = [], 3
-        for c_out in cfg.widths:
+        for stage, c_out in enumerate(cfg.widths):
             for k in range(cfg.convs_per_stage):
-                layers += [nn.Conv2d(c_in, c_out, 3, stride=2 if k == 0 else 1, padding=1, bias=False),
-                           nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                size = cfg.last_kernel if k == 0 and stage == len(cfg.widths) - 1 else 3
+                layers += [nn.Conv2d(c_in, c_out, size, stride=2 if k == 0 else 1, padding=size // 2 if size == 3
+                                     else 0, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
                 c_in = c_out
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.width = c_in

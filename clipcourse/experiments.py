@@ -6,7 +6,7 @@ alignment and uniformity of the held-out features. `summarize` turns its rows in
 standard deviations over seeds, one entry per τ.
 
 To fit two dozen runs into about a minute and a half on a 2-core laptop CPU, each run is shorter
-than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 800, trained two at a time
+than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 600, trained two at a time
 (one per core) in worker processes of one thread each. Accuracies are therefore lower than a full training
 reaches; what the sweep compares is the *shape* of accuracy against τ.
 """

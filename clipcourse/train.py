@@ -33,7 +33,7 @@ from .loss import clip_loss, clip_loss_with_hard_negatives, in_batch_accuracy, s
 
 @dataclass
 class TrainConfig:
-    steps: int = 800                     # optimiser steps
+    steps: int = 600                     # optimiser steps
     batch_size: int = 128                # pairs per batch: each sees batch_size - 1 negatives
     lr: float = 2e-3                     # peak learning rate (AdamW)
     temperature_lr: float | None = None  # peak learning rate of logit_scale alone (None: lr). Adam moves

@@ -80,7 +80,7 @@ def test_logit_scale_is_in_the_no_decay_group(tok):
 
 
 def test_adamw_decay_alone_is_the_closed_form():
-    lr, wd, steps = 2e-3, 0.05, 800                            # lesson 07: the default run
+    lr, wd, steps = 2e-3, 0.05, train.TrainConfig().steps      # lesson 07: the default run
     s = torch.nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
     optimizer = torch.optim.AdamW([s], lr=lr, weight_decay=wd)
     for _ in range(steps):

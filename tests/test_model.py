@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from clipcourse import data, encoders, loss
 from clipcourse.model import CLIPConfig, TinyCLIP, build_model
@@ -200,6 +201,25 @@ def test_vit_option(tok, batch):
 def test_cnn_is_the_default(model):
     assert isinstance(model.visual, encoders.ConvImageEncoder)
     assert model.visual.width == encoders.ImageEncoderConfig().widths[-1]
+
+
+def test_cnn_merges_2x2_patches_in_its_last_stage_only():
+    convs = [m for m in encoders.ConvImageEncoder(encoders.ImageEncoderConfig()).modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3), (3, 3), (2, 2)]
+    assert [c.stride for c in convs] == [(2, 2)] * 3 and convs[-1].padding == (0, 0)
+    two = encoders.ConvImageEncoder(encoders.ImageEncoderConfig(widths=(8, 16), convs_per_stage=2))
+    assert [c.kernel_size[0] for c in two.modules() if isinstance(c, nn.Conv2d)] == [3, 3, 2, 3]
+    overlapping = encoders.ConvImageEncoder(encoders.ImageEncoderConfig(last_kernel=3))
+    for cnn in (encoders.ConvImageEncoder(encoders.ImageEncoderConfig()), overlapping):
+        assert cnn.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 128)    # 32 -> 16 -> 8 -> 4 either way
+    for res in (16, 24, 28):
+        assert encoders.ConvImageEncoder(encoders.ImageEncoderConfig()).eval()(torch.zeros(1, 3, res, res)).shape == (1, 128)
+
+
+@pytest.mark.parametrize("bad", [dict(last_kernel=4), dict(last_kernel=1), dict(widths=()), dict(convs_per_stage=0)])
+def test_cnn_rejects_a_bad_config(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        encoders.ConvImageEncoder(encoders.ImageEncoderConfig(**bad))
 
 
 def test_vit_needs_a_resolution_divisible_by_the_patch_size():

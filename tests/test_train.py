@@ -514,10 +514,11 @@ def test_bfloat16_stays_finite_at_both_ends_of_the_temperature_range(tok, pairs,
     """At τ = 0.01 the logits reach 100, where bfloat16 keeps only 2-3 significant digits; at τ = 1
     they stay within ±1. The logits and the loss are float32 under autocast, so both train finitely."""
     model = build_model(tok, seed=0, temperature=temperature, learnable_temperature=learnable)
-    model, history = train.train(model, *pairs, quick(steps=8, precision="bfloat16", lr=5e-3), progress=False)
+    model, history = train.train(model, *pairs, quick(steps=16, precision="bfloat16", lr=5e-3), progress=False)
     assert all(math.isfinite(v) for v in history.loss + history.accuracy + history.temperature)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
-    assert history.loss[-1] < history.loss[0]
+    # it learns: at τ = 0.01 the first steps overshoot (the loss jumps), then it comes down below its start
+    assert sum(history.loss[-4:]) / 4 < history.loss[0]
     assert all(0.01 - 1e-6 <= t <= 1 + 1e-6 for t in history.temperature)
 
 
