@@ -358,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"τ {history.temperature[-1]:.4f}, held-out zero-shot accuracy {acc:.1%}", flush=True)
             if args.save:
                 torch.save(model.state_dict(), args.save)
+        # Tear down together: a process that destroyed its group and exited while rank 0 still evaluated
+        # was seen to abort in gloo ("terminate called without an active exception", SIGABRT) in CI.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0
