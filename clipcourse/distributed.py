@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node=N -m clipcourse.distributed",
                                      description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600, as train.TrainConfig)")
+    parser.add_argument("--steps", type=int, default=train.TrainConfig.steps,
+                        help=f"optimiser steps (default {train.TrainConfig.steps}, as train.TrainConfig)")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per process and step (default 64)")
     parser.add_argument("--n-train", type=int, default=20000, help="training pairs, shared out (default 20000)")
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -50,8 +50,8 @@ class ConvImageEncoder(nn.Module):
         for stage, c_out in enumerate(cfg.widths):
             for k in range(cfg.convs_per_stage):
                 size = cfg.last_kernel if k == 0 and stage == len(cfg.widths) - 1 else 3
-                layers += [nn.Conv2d(c_in, c_out, size, stride=2 if k == 0 else 1, padding=size // 2 if size == 3
-                                     else 0, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                conv = nn.Conv2d(c_in, c_out, size, stride=2 if k == 0 else 1, padding=1 if size == 3 else 0, bias=False)
+                layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
                 c_in = c_out
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.width = c_in
