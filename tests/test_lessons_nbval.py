@@ -80,9 +80,10 @@ def test_stored_without_timestamps_and_in_order(path):
         f"{path.name}: per-cell timestamps; store it with tools/execute_notebooks.py"
 
 
-# Readable cells (issue 10): a code cell a learner reads in one glance, a prose cell that is not a page.
-MAX_CODE_LINES = 20
-MAX_PROSE_WORDS = 250
+# Readable cells (issue 10: "no code cell longer than about 15 lines, no prose cell over about 200 words"):
+# a code cell a learner reads in one glance, a prose cell that is not a page. Comments and blank lines count.
+MAX_CODE_LINES = 15
+MAX_PROSE_WORDS = 200
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
