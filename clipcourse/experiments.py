@@ -5,7 +5,7 @@ data, and measures each on held-out colour x shape combinations: zero-shot accur
 alignment and uniformity of the held-out features. `summarize` turns its rows into means and
 standard deviations over seeds, one entry per τ.
 
-To fit two dozen runs into about a minute and a half on a 2-core laptop CPU, each run is shorter
+To keep two dozen runs to minutes on a 2-core laptop CPU (README: benchmarks), each run is shorter
 than lesson 06's: 8,000 pairs instead of 20,000 and 200 steps instead of 600, trained two at a time
 (one per core) in worker processes of one thread each. Accuracies are therefore lower than a full training
 reaches; what the sweep compares is the *shape* of accuracy against τ.
@@ -21,6 +21,8 @@ import pickle
 import queue as queue_module
 import signal
 import statistics
+import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,6 +115,42 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     )
 
 
+class RunProgress:
+    """One line under the cell that counts a sweep's finished runs and estimates the time left (lesson 07).
+
+    In a notebook it is one output, updated in place, that ends as "runs done: N of N" (the same on every
+    computer, so a stored lesson keeps it); elsewhere each update is a line on standard error. The
+    estimate assumes the runs left take as long as the ones done.
+    """
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.handle = None
+        try:
+            from IPython import get_ipython
+            if getattr(get_ipython(), "kernel", None) is not None:      # a Jupyter kernel, not a terminal
+                from IPython.display import display
+                self.handle = display({"text/plain": self.text()}, raw=True, display_id=True)
+        except ImportError:
+            pass
+        if self.handle is None:
+            print(self.text(), file=sys.stderr, flush=True)
+
+    def text(self) -> str:
+        line = f"runs done: {self.done} of {self.total}"
+        if 0 < self.done < self.total:
+            left = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
+            line += f", about {left:.0f} s left"
+        return line
+
+    def run_done(self) -> None:
+        self.done += 1
+        if self.handle is not None:
+            self.handle.update({"text/plain": self.text()}, raw=True)
+        else:
+            print(self.text(), file=sys.stderr, flush=True)
+
+
 # --- Runs in worker processes -----------------------------------------------------------------
 # Each worker is a fresh Python process ("spawn") with one CPU thread, taking runs from a queue until
 # it gets None. A run's callbacks stay in the calling process (a live dashboard must draw there); the
@@ -184,7 +222,8 @@ def _dead_worker_message(process, running: dict[int, int], jobs: list[dict]) -> 
     return f"a worker process exited with code {process.exitcode} {doing}: {hint}"
 
 
-def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int) -> list[dict]:
+def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int,
+                  progress: RunProgress | None = None) -> list[dict]:
     ctx = multiprocessing.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     tasks.cancel_join_thread()           # never wait at exit to hand runs to workers that are gone
@@ -216,6 +255,8 @@ def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int) -> l
                 running[payload] = key
             elif kind == "row":
                 rows[key] = payload
+                if progress is not None:
+                    progress.run_done()
             elif kind == "error":
                 error, where = payload   # a run's error, raised here in the caller
                 raise error from RuntimeError(where)
@@ -312,7 +353,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
           data_seed: int = 0, device: str = "auto", threads: int | None = 1, workers: int | None = None,
           precision: str = "auto", learnable_starts: Sequence[float] = (INIT_TEMPERATURE,),
           temperature_lr: float | None = None, callbacks: Callable[[dict], list] | None = None,
-          keep_features: bool = False) -> list[dict]:
+          keep_features: bool = False, progress: bool = False) -> list[dict]:
     """Train one model per (τ, seed) (and per seed with a learnable τ); return one row per run.
 
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
@@ -328,6 +369,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     soonest as one single-threaded run per core (benchmarks/NOTES.md). Rows are the same whatever `workers`
     is: each run is seeded on its own. With workers > 1, callbacks watch (they get each step's
     numbers; `state.model` is None and `state.stop` is ignored).
+    With `progress`, a line counts the finished runs and estimates the time left (`RunProgress`).
     With `keep_features`, each row also holds "features": the held-out images' and captions' features
     after training (image, text) and before it (image_init, text_init), the 48 class prompts' features
     (classes), the held-out labels (numpy arrays; torch.as_tensor turns them back) and captions (lesson 12
@@ -358,9 +400,15 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
     chosen = workers is not None
     workers = _fit_in_memory(setup, min(len(jobs), workers or default_workers(device, threads)), chosen)
+    bar = RunProgress(len(jobs)) if progress else None
     if workers > 1:
-        return _run_parallel(setup, jobs, callbacks, workers)
-    return [_run(setup, run, callbacks(run) if callbacks else None) for run in jobs]
+        return _run_parallel(setup, jobs, callbacks, workers, progress=bar)
+    rows = []
+    for run in jobs:
+        rows.append(_run(setup, run, callbacks(run) if callbacks else None))
+        if bar is not None:
+            bar.run_done()
+    return rows
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

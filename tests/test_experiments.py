@@ -269,7 +269,7 @@ def test_automatic_workers_shrink_to_what_fits(monkeypatch):
     calls = []
     monkeypatch.setattr(experiments, "available_memory", lambda: 200 * 2**20)
     monkeypatch.setattr(experiments, "default_workers", lambda device, threads: 4)
-    monkeypatch.setattr(experiments, "_run_parallel", lambda *args: calls.append(args[-1]))
+    monkeypatch.setattr(experiments, "_run_parallel", lambda *args, **kwargs: calls.append(args[-1]))
     monkeypatch.setattr(experiments, "_run", lambda setup, run, callbacks: dict(run))
     rows = experiments.sweep([0.1, 0.2], seeds=[0, 1], **SMALL)      # 4 workers would need 1.6 GiB
     assert calls == [] and len(rows) == 6                           # so one run at a time, here
@@ -292,3 +292,55 @@ def test_run_bytes_grows_with_the_data_and_the_batch():
 def test_available_memory_is_a_positive_number_here():
     free = experiments.available_memory()
     assert free is None or free > 0
+
+
+# --- the progress line ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_counts_the_finished_runs_on_standard_error_outside_a_notebook(workers, capsys):
+    rows = experiments.sweep([0.05], seeds=[0, 1], learnable=False, workers=workers, progress=True, **SMALL)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(rows) == 2
+    assert lines[0] == "runs done: 0 of 2"
+    assert lines[1].startswith("runs done: 1 of 2, about ") and lines[1].endswith(" s left")
+    assert lines[2] == "runs done: 2 of 2"
+    assert len(lines) == 3
+
+
+def test_without_progress_a_sweep_prints_nothing(capsys):
+    experiments.sweep([0.05], seeds=[0], learnable=False, workers=1, **SMALL)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_in_a_notebook_the_progress_line_is_one_output_that_ends_the_same_everywhere(tmp_path):
+    """In a Jupyter kernel the line is updated in place, so the stored notebook holds only its last
+    state, which has no timing in it: strict nbval can compare it on any computer."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = ("from clipcourse import experiments\n"
+            f"rows = experiments.sweep([0.05, 0.5], seeds=[0], learnable=False, workers=1, progress=True, **{SMALL!r})")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute(cwd=str(tmp_path))
+    outputs = nb.cells[0].outputs
+    assert [(o.output_type, o.get("data", {}).get("text/plain")) for o in outputs] == [
+        ("display_data", "runs done: 2 of 2")]
+
+
+def test_the_nbval_sanitize_rule_covers_every_state_of_the_progress_line():
+    """nbval sees the line's first state and the stored lesson its last: the rule must make them equal."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    rules = configparser.ConfigParser()
+    rules.read(Path(__file__).with_name("nbval_sanitize.cfg"), encoding="utf-8")
+    regex, replace = rules["progress"]["regex"], rules["progress"]["replace"]
+    bar = experiments.RunProgress.__new__(experiments.RunProgress)
+    bar.total, bar.start = 24, 0.0
+    states = []
+    for done in (0, 1, 23, 24):
+        bar.done = done
+        states.append(re.sub(regex, replace, bar.text()))
+    assert states == ["runs done: PROGRESS"] * 4
+    assert re.sub(regex, replace, "held-out 76.6%, 24 of 24") == "held-out 76.6%, 24 of 24"
