@@ -109,7 +109,7 @@ def bench_sweep(seeds=(0, 1, 2), n_taus: int = 7) -> dict:
     for precision in _precisions():
         t0 = time.perf_counter()
         rows = experiments.sweep(experiments.log_spaced(0.01, 1.0, n_taus), seeds, device="cpu",
-                                 precision=precision)
+                                 precision=precision, progress=True)   # the count on standard error
         sweep_s = time.perf_counter() - t0
         summary = experiments.summarize(rows)
         learn = summary["learnable"]
