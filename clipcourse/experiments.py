@@ -120,11 +120,11 @@ class RunProgress:
 
     In a notebook it is one output, updated in place, that ends as "runs done: N of N" (the same on every
     computer, so a stored lesson keeps it); elsewhere each update is a line on standard error. The
-    estimate assumes the runs left take as long as the ones done.
+    estimate assumes the runs left take as long as the ones done, `workers` at a time.
     """
 
-    def __init__(self, total: int):
-        self.total, self.done, self.start = total, 0, time.perf_counter()
+    def __init__(self, total: int, workers: int = 1):
+        self.total, self.workers, self.done, self.start = total, workers, 0, time.perf_counter()
         self.handle = None
         try:
             from IPython import get_ipython
@@ -139,7 +139,8 @@ class RunProgress:
     def text(self) -> str:
         line = f"runs done: {self.done} of {self.total}"
         if 0 < self.done < self.total:
-            left = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
+            per_round = (time.perf_counter() - self.start) / math.ceil(self.done / self.workers)
+            left = per_round * math.ceil((self.total - self.done) / self.workers)   # runs finish `workers` at a time
             line += f", about {left:.0f} s left"
         return line
 
@@ -400,7 +401,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
     chosen = workers is not None
     workers = _fit_in_memory(setup, min(len(jobs), workers or default_workers(device, threads)), chosen)
-    bar = RunProgress(len(jobs)) if progress else None
+    bar = RunProgress(len(jobs), workers) if progress else None
     if workers > 1:
         return _run_parallel(setup, jobs, callbacks, workers, progress=bar)
     rows = []
