@@ -308,8 +308,10 @@ def test_progress_counts_the_finished_runs_on_standard_error_outside_a_notebook(
 
 
 def test_the_estimate_counts_runs_that_finish_side_by_side(monkeypatch):
-    clock = iter([110.0, 120.0])
-    monkeypatch.setattr(experiments.time, "perf_counter", lambda: next(clock))
+    import types
+
+    clock = iter([110.0, 120.0])                                    # the module's clock only, not time's
+    monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     bar = experiments.RunProgress.__new__(experiments.RunProgress)
     bar.total, bar.workers, bar.done, bar.start = 24, 2, 1, 100.0
     assert bar.text() == "runs done: 1 of 24, about 120 s left"      # 12 more rounds of two, 10 s each
