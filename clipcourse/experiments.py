@@ -120,7 +120,8 @@ class RunProgress:
 
     In a notebook it is one output, updated in place, that ends as "runs done: N of N" (the same on every
     computer, so a stored lesson keeps it); elsewhere each update is a line on standard error. The
-    estimate assumes the runs left take as long as the ones done, `workers` at a time.
+    estimate assumes the runs left take as long as the ones done, `workers` at a time. (Not a tqdm bar:
+    a notebook would store a tqdm widget's text as its first frame, "0%", and nbval would compare that.)
     """
 
     def __init__(self, total: int, workers: int = 1):

@@ -310,10 +310,10 @@ def test_progress_counts_the_finished_runs_on_standard_error_outside_a_notebook(
 def test_the_estimate_counts_runs_that_finish_side_by_side(monkeypatch):
     import types
 
-    clock = iter([110.0, 120.0])                                    # the module's clock only, not time's
+    clock = iter([100.0, 110.0, 120.0])                             # the module's clock only, not time's
     monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    bar = experiments.RunProgress.__new__(experiments.RunProgress)
-    bar.total, bar.workers, bar.done, bar.start = 24, 2, 1, 100.0
+    bar = experiments.RunProgress(24, workers=2)                   # starts at 100 s
+    bar.done = 1
     assert bar.text() == "runs done: 1 of 24, about 120 s left"      # 12 more rounds of two, 10 s each
     bar.done = 4
     assert bar.text() == "runs done: 4 of 24, about 100 s left"      # 10 more rounds, 10 s each
@@ -348,8 +348,7 @@ def test_the_nbval_sanitize_rule_covers_every_state_of_the_progress_line():
     rules = configparser.ConfigParser()
     rules.read(Path(__file__).with_name("nbval_sanitize.cfg"), encoding="utf-8")
     regex, replace = rules["progress"]["regex"], rules["progress"]["replace"]
-    bar = experiments.RunProgress.__new__(experiments.RunProgress)
-    bar.total, bar.workers, bar.start = 24, 2, 0.0
+    bar = experiments.RunProgress(24, workers=2)
     states = []
     for done in (0, 1, 23, 24):
         bar.done = done
