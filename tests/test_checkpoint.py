@@ -83,7 +83,7 @@ def assert_same_run(a, b):
 
 @pytest.mark.parametrize("n", [2, 3])                    # at an evaluation step, and mid-epoch between them
 @pytest.mark.parametrize("stop", ["crash", "ctrl-c"])
-def test_n_steps_then_resume_n_equals_2n_straight(tok, pairs, tmp_path, n, stop):
+def test_n_steps_then_resume_n_equals_2n_straight(tok, pairs, tmp_path, n, stop, ctrl_c_raises):
     """2N steps straight == N steps, stopped, then resumed for N: parameters, buffers, history, exactly."""
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     cfg = quick(steps=2 * n)

@@ -406,7 +406,7 @@ class CtrlCInForward(nn.Module):
         return self.inner(images, tokens)
 
 
-def test_ctrl_c_mid_step_finishes_the_step_then_stops(tok, pairs):
+def test_ctrl_c_mid_step_finishes_the_step_then_stops(tok, pairs, ctrl_c_raises):
     """Ctrl-C in the middle of step 3 (here in the forward pass, after BatchNorm saw the batch): the
     step completes, callbacks see it, then TrainingInterrupted (a KeyboardInterrupt) carries a history
     that matches the model exactly."""
@@ -427,7 +427,7 @@ def test_ctrl_c_mid_step_finishes_the_step_then_stops(tok, pairs):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Python's handler is back
 
 
-def test_a_second_ctrl_c_interrupts_at_once(tok, pairs):
+def test_a_second_ctrl_c_interrupts_at_once(tok, pairs, ctrl_c_raises):
     model = CtrlCInForward(build_model(tok, seed=0), at=2, times=2)
     recorder = Recorder()
     with pytest.raises(KeyboardInterrupt) as info:
