@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     Each process trains on its own shard of the data with `train.train` (unchanged), its model wrapped
     in DDP and `GatherFeatures`, so the loss is over the batch gathered from every process.
     `--batch-size` is per process; the global batch is W times it. gloo on CPUs, NCCL on GPUs (one
-    process per GPU).
+    process per GPU: with fewer GPUs than processes on a node, `--device auto` trains on the CPU).
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -322,14 +322,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="cnn: BatchNorm statistics are per process; vit: LayerNorm only, as CLIP")
     parser.add_argument("--no-gather", action="store_true", help="each process's own pairs as negatives only")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto (default): a GPU per process where this node has one for each, else the CPU")
     parser.add_argument("--save", help="rank 0 writes the trained model's state_dict here")
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
         parser.error("start it with torchrun, which sets RANK, WORLD_SIZE and MASTER_ADDR for each process "
                      "(the README shows the commands)")
 
-    cuda = torch.cuda.is_available()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank, local_size = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if args.device == "cuda" and gpus < local_size:
+        parser.error(f"--device cuda needs a GPU for each of the {local_size} processes on this node, and it has "
+                     f"{gpus}: start at most {gpus} per node (--nproc_per_node) or train on --device cpu")
+    cuda = args.device == "cuda" or (args.device == "auto" and 0 < local_size <= gpus)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -346,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                                 threads=None if cuda else args.threads)
         if rank == 0:
             print(f"{world_size} processes x {args.batch_size} pairs: a global batch of {world_size * args.batch_size}"
-                  f"{'' if args.no_gather else ', every pair a negative for every other'} ({dist.get_backend()})",
+                  f"{'' if args.no_gather else ', every pair a negative for every other'} ({dist.get_backend()}, "
+                  f"{device.type})",
                   flush=True)
         _, history = train.train(ddp if args.no_gather else GatherFeatures(ddp), images, tokens, cfg,
                                  progress=rank == 0)

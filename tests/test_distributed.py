@@ -157,7 +157,8 @@ def _ddp_train_worker(rank, world_size, per_process):
     model, images, tokens = _uint8_batch(world_size * per_process)
     shard = slice(rank, None, world_size)
     wrapped = distributed.GatherFeatures(DistributedDataParallel(model))
-    cfg = train.TrainConfig(steps=1, batch_size=per_process, warmup_steps=1, precision="float32")
+    cfg = train.TrainConfig(steps=1, batch_size=per_process, warmup_steps=1, precision="float32",
+                            device="cpu")
     grads = _Gradients(model)
     _, history = train.train(wrapped, images[shard], tokens[shard], cfg, progress=False, callbacks=[grads])
     return {"loss": history.loss, "grads": grads.grads}
@@ -177,7 +178,8 @@ def test_train_runs_unchanged_under_ddp_with_the_big_batch_loss_and_gradients():
     per_process = 8
     results = distributed.launch(_ddp_train_worker, world_size=2, args=(per_process,), timeout=300)
     model, images, tokens = _uint8_batch(2 * per_process)
-    cfg = train.TrainConfig(steps=1, batch_size=2 * per_process, warmup_steps=1, precision="float32")
+    cfg = train.TrainConfig(steps=1, batch_size=2 * per_process, warmup_steps=1, precision="float32",
+                            device="cpu")
     grads = _Gradients(model)
     _, history = train.train(model, images, tokens, cfg, progress=False, callbacks=[grads])
     for r in results:
@@ -197,11 +199,29 @@ def test_train_clamps_the_temperature_of_a_ddp_model(tmp_path):
     store = dist.FileStore(str(tmp_path / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
-        cfg = train.TrainConfig(steps=1, batch_size=8, warmup_steps=1, precision="float32")
+        cfg = train.TrainConfig(steps=1, batch_size=8, warmup_steps=1, precision="float32",
+                            device="cpu")
         train.train(DistributedDataParallel(model), images, tokens, cfg, progress=False)
     finally:
         dist.destroy_process_group()
     assert abs(float(model.temperature().detach()) - 0.01) < 1e-6
+
+
+def test_train_refuses_a_ddp_model_built_on_another_device(tmp_path):
+    """DDP cannot be moved once built: moved to CUDA by train, it averaged nothing (seen on a GPU machine)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, images, tokens = _uint8_batch(8)
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)                    # built on the CPU
+        cfg = train.TrainConfig(steps=1, batch_size=8, warmup_steps=1, device="cuda")
+        with pytest.raises(ValueError, match=r"DistributedDataParallel on cpu.*device='cuda'.*Move the model first"):
+            train.train(ddp, images, tokens, cfg, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert next(model.parameters()).device.type == "cpu"       # refused before anything moved
 
 
 def _fails(rank, world_size):
@@ -237,16 +257,31 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path):
     torchrun = shutil.which("torchrun")
     command = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
         "--standalone", "--nproc_per_node=2", "-m", "clipcourse.distributed",
-        "--steps", "3", "--batch-size", "8", "--n-train", "256", "--save", str(tmp_path / "model.pt")]
+        "--steps", "3", "--batch-size", "8", "--n-train", "256", "--device", "cpu", "--save", str(tmp_path / "model.pt")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if distributed._loopback_interface():
         env.setdefault("GLOO_SOCKET_IFNAME", distributed._loopback_interface())
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 processes x 8 pairs: a global batch of 16" in out.stdout, out.stdout
+    assert "(gloo, cpu)" in out.stdout, out.stdout
     assert "after 3 steps" in out.stdout, out.stdout
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert "temperature.logit_scale" in state
+
+
+def test_main_refuses_cuda_with_fewer_gpus_than_processes(monkeypatch, capsys):
+    """One GPU and --nproc_per_node=2 failed in rank 1 with 'invalid device ordinal' (seen on a GPU machine)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(gpus + 1))
+    with pytest.raises(SystemExit):
+        distributed.main(["--steps", "1", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert f"a GPU for each of the {gpus + 1} processes on this node, and it has {gpus}" in err, err
+    assert "--device cpu" in err
+    assert not dist.is_initialized()
 
 
 def test_main_refuses_to_run_without_torchrun(capsys):

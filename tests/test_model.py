@@ -289,21 +289,23 @@ def test_tinyclip_has_laptop_defaults():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_runs_on_cuda(tok, tiny_world):
-    model = build_model(tok, seed=0).cuda()
+    model = build_model(tok, seed=0).cuda().eval()
     images = data.to_float(tiny_world.images[:8]).cuda()
     tokens = tok(tiny_world.captions[:8]).cuda()
-    img, txt, tau = model(images, tokens)
-    assert img.is_cuda and txt.is_cuda and tau.is_cuda
-    value = loss.clip_loss(img, txt, tau)
-    value.backward()
-    assert torch.isfinite(value)
+    # the same function as on the CPU: compared before training (a train-mode forward moves BatchNorm's
+    # running statistics, which once made this test compare two different models), without TF32
     cpu = build_model(tok, seed=0).eval()
-    model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         torch.testing.assert_close(model.encode_text(tokens).cpu(), cpu.encode_text(tokens.cpu()),
                                    rtol=1e-3, atol=1e-4)
         torch.testing.assert_close(model.encode_image(images).cpu(), cpu.encode_image(images.cpu()),
                                    rtol=1e-3, atol=1e-4)
+    img, txt, tau = model.train()(images, tokens)
+    assert img.is_cuda and txt.is_cuda and tau.is_cuda
+    value = loss.clip_loss(img, txt, tau)
+    value.backward()
+    assert torch.isfinite(value)
+    assert all(p.grad is not None and p.grad.is_cuda for p in model.parameters() if p.requires_grad)
 
 
 def test_import_clipcourse_is_light():
