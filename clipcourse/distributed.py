@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # device_id binds NCCL to this process's GPU (its barrier would otherwise guess, and warn)
+    dist.init_process_group("nccl" if cuda else "gloo", **({"device_id": device} if cuda else {}))
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         tok = Tokenizer.for_shapesworld()
