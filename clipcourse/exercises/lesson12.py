@@ -103,14 +103,18 @@ def check_modality_gap(answer) -> Feedback:
 
 
 def _test_matrix(n: int, seed: int, negative_rows: bool) -> torch.Tensor:
-    """A similarity matrix whose diagonal is the largest entry of most rows; with `negative_rows`, some rows
-    have every negative below 0 (so zeroing the diagonal, instead of masking it, picks the positive)."""
+    """A similarity matrix whose diagonal is the largest entry of most rows. With `negative_rows`, row 1 has
+    every negative below -0.3 and its positive at 0.9, so zeroing the diagonal, or subtracting 1 from it,
+    instead of masking it, still picks the positive; in row 3 every negative lies in (-0.15, -0.05), so
+    zeroing picks the positive there too, and subtracting 1 does not."""
     g = torch.Generator().manual_seed(seed)
     s = torch.rand(n, n, generator=g, dtype=torch.float64) * 1.2 - 0.6               # (n, n) in [-0.6, 0.6]
     s.fill_diagonal_(0.8)
     if negative_rows:
         s[1] = -0.3 - 0.5 * torch.rand(n, generator=g, dtype=torch.float64)       # every negative below 0
-        s[1, 1] = -0.1                                                             # the positive too
+        s[1, 1] = 0.9                                                              # 0.9 - 1 still wins
+        s[3] = -0.15 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64)       # 0 wins, 0.8 - 1 does not
+        s[3, 3] = 0.8
     s[2, 5 % n] = 0.95                                                             # a negative above its positive
     return s
 
@@ -172,9 +176,15 @@ def check_hardest_negative(answer) -> Feedback:
             continue
         rows = torch.arange(n)
         zeroed = sims.clone().fill_diagonal_(0).argmax(dim=1)
+        if torch.equal(got, (sims - torch.eye(n, dtype=sims.dtype)).argmax(dim=1)):
+            return wrong("you subtracted 1 from the positives before the argmax. A cosine similarity can be as large "
+                         "as 1: in row 1 here the positive is 0.9 and every negative is below -0.3, so 0.9 - 1 still "
+                         "wins and you return the row's own caption.",
+                         "Mask the diagonal with -inf, so that no value of the positive can win: "
+                         "sims.masked_fill(torch.eye(B, dtype=torch.bool), float('-inf')).")
         if torch.equal(got, zeroed):
             return wrong("you set the positives to 0 before the argmax; in a row whose negatives are all below 0 "
-                         f"(row 1 here) the positive still wins, so you return the row's own caption.",
+                         f"(rows 1 and 3 here) the positive still wins, so you return the row's own caption.",
                          "Mask the diagonal with -inf, not 0: sims.masked_fill(torch.eye(B, dtype=torch.bool), "
                          "float('-inf')).")
         if torch.equal(got, sims.argmax(dim=1)) or torch.equal(got, rows):
