@@ -152,7 +152,7 @@ class Diagnosis:
     loss_at_optimum: float
     mean_entropy: float         # nats, mean over the image→text rows; log n when uniform
     effective_negatives: float  # mean over rows of exp(entropy): how many captions share each row's mass
-    matched: float              # fraction of images whose own caption is the most similar one
+    matched: float              # fraction of images whose own caption is the most similar one (ties count)
     gap: float                  # the modality gap, ‖mean(image) - mean(text)‖
     hardest: tuple[HardNegative, ...] = field(default=())   # the most similar non-matching pairs, hardest first
 
@@ -168,7 +168,7 @@ class Diagnosis:
                  f"  loss-optimal τ      {self.optimal_tau:.3g}  (loss {self.loss_at_optimum:.3f}){edge}",
                  f"  at τ = {self.tau:<8.3g}    loss {self.loss_at_tau:.3f}, mean entropy {self.mean_entropy:.3f} nats "
                  f"(uniform: {math.log(self.n):.3f}), effective negatives {self.effective_negatives:.3g} of {self.n}",
-                 f"  own caption first   {self.matched:.1%} of images",
+                 f"  own caption on top  {self.matched:.1%} of images (a tie counts: repeated captions embed alike)",
                  f"  modality gap        {self.gap:.3f}"]
         if self.hardest:
             lines.append("  hardest negatives (image, caption: similarity vs the image's own caption):")
@@ -192,7 +192,7 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
 
     Both (N, D), L2-normalised, finite (a TypeError or ValueError names the argument otherwise). Reports the
     loss-optimal τ (`temperature_maths.optimal_temperature`), the image→text rows' mean entropy and effective
-    number of negatives at `tau`, how often each image's own caption is the most similar, the modality gap,
+    number of negatives at `tau`, how often each image's own caption is the most similar (ties count), the modality gap,
     and the `k` hardest negatives. Costs a few hundred CLIP losses of an (N, N) matrix: fine for N in the
     thousands, slow beyond (pass a sample).
     """
@@ -209,7 +209,9 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     sims = tm.similarities(img, txt)                                     # (N, N)
     h = tm.entropy(tm.probabilities(sims, tau))                          # (N,) one entropy per image
     best_tau, best_loss = tm.optimal_temperature(img, txt)
-    matched = (sims.argmax(dim=1) == torch.arange(len(sims))).double().mean()
+    # own caption on top, ties included: an argmax would pick the first of two identical captions and count
+    # every image of the second as a miss
+    matched = (sims.diagonal() >= sims.max(dim=1).values - TIE_TOLERANCE).double().mean()
     return Diagnosis(n=len(img), dim=img.shape[1], tau=float(tau), optimal_tau=best_tau,
                      loss_at_tau=tm.loss_at(img, txt, tau), loss_at_optimum=best_loss,
                      mean_entropy=float(h.mean()), effective_negatives=float(h.exp().mean()),

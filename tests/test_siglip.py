@@ -131,6 +131,26 @@ def test_verdict_is_honest_about_noise(sig, soft, std, answer):
     assert siglip.small_batch_verdict(_summary(sig, soft, std)).answer == answer
 
 
+def _two_batches(first, second):
+    """A summary at batches 8 and 32: (sigmoid, softmax) means at each, spreads of 0.01."""
+    rows = []
+    for b, (sig, soft) in ((8, first), (32, second)):
+        rows += [dict(e, batch_size=b) for e in _summary(sig, soft)]
+    return rows
+
+
+@pytest.mark.parametrize("first, second, answer", [
+    ((0.14, 0.16), (0.10, 0.20), siglip.FAILS),     # lesson 09's stored run: only batch 32 is clear, and it is the softmax
+    ((0.40, 0.30), (0.31, 0.30), siglip.HOLDS),
+    ((0.40, 0.30), (0.10, 0.20), siglip.UNCLEAR),   # each loss clearly ahead somewhere
+    ((0.31, 0.30), (0.30, 0.31), siglip.UNCLEAR),
+])
+def test_verdict_counts_every_batch_size(first, second, answer):
+    verdict = siglip.small_batch_verdict(_two_batches(first, second))
+    assert verdict.answer == answer, verdict
+    assert "batch 8:" in verdict.evidence and "batch 32:" in verdict.evidence and "gap" in verdict.evidence
+
+
 def test_compare_refuses_bad_arguments():
     with pytest.raises(ValueError, match="losses"):
         siglip.compare((8,), [0], 64, losses=("sigmoid",))
