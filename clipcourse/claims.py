@@ -67,9 +67,11 @@ def c1_pull_push(pos_before: float, pos_after: float, neg_before: float, neg_aft
     """
     gap_before, gap_after = pos_before - neg_before, pos_after - neg_after
     holds = pos_after > pos_before and gap_after > gap_before
+    relative = ("; apart relative to the positives only: the negatives' own mean rose"
+                if holds and neg_after >= neg_before else "")
     return _verdict("C1", HOLDS if holds else FAILS,
                     f"positives {pos_before:+.2f} → {pos_after:+.2f}, negatives {neg_before:+.2f} → "
-                    f"{neg_after:+.2f}, gap {gap_before:+.2f} → {gap_after:+.2f}")
+                    f"{neg_after:+.2f}, gap {gap_before:+.2f} → {gap_after:+.2f}{relative}")
 
 
 def c2_divided_by_tau(by_hand: float, package: float, reference: float, undivided: float) -> Verdict:

@@ -17,7 +17,9 @@ SWEEP = [entry(0.01, 0.50), entry(0.0316, 0.78), entry(0.1, 0.83), entry(0.316, 
 
 
 def test_c1_needs_positives_up_and_the_gap_to_grow():
-    assert claims.c1_pull_push(-0.04, 0.87, -0.04, 0.08).answer == claims.HOLDS     # negatives rose, gap grew
+    rose = claims.c1_pull_push(-0.04, 0.87, -0.04, 0.08)                            # negatives rose, gap grew
+    assert rose.answer == claims.HOLDS and "relative to the positives only" in rose.evidence
+    assert "relative" not in claims.c1_pull_push(-0.04, 0.87, 0.0, -0.2).evidence   # negatives fell too
     assert claims.c1_pull_push(-0.04, 0.30, -0.04, 0.50).answer == claims.FAILS     # gap shrank
     assert claims.c1_pull_push(0.5, 0.4, 0.5, 0.0).answer == claims.FAILS           # positives fell
 

@@ -413,6 +413,8 @@ def _step(model, optimizer, images, tokens, mode="good"):
         tau = 0.07
     if mode == "logit_scale as τ":
         tau = model.logit_scale
+    if mode == "τ detached":
+        tau = tau.detach()
     loss = clip_loss(i, t, tau)
     optimizer.zero_grad()
     if mode == "backward on a number":
@@ -455,6 +457,7 @@ def _own_optimizer(model, optimizer, images, tokens):
     ("clamp first", "before"), ("step twice", "stepped 2 times"), ("clamp into τ's range", "τ's range"),
     ("eval", "evaluation mode"), ("loss after the step", "after the step"), ("nan", "nan"),
     ("own optimizer", "own optimiser"),
+    ("τ detached", "τ does not learn"),      # was told to call zero_grad: the clamp hid τ at step 1
 ])
 def test_training_step_symptoms(mode, phrase):
     fn = _own_optimizer if mode == "own optimizer" else (lambda *a: _step(*a, mode=mode))
@@ -472,6 +475,7 @@ def test_training_step_right_and_not_attempted():
     (10 ** -3, "10^-3"), (2 ** -3, "2^-3"), (math.exp(-1 / 3), "exp(-1/logit_scale)"), (0.07, "starts"),
     (-3.0, "log τ"), (5.0, "above 1"), (float("inf"), "not a finite"), ("0.05", "string"), ([0.05], "a number"),
     (3.0, "raw logit_scale"), (math.exp(3), "multiplier"),
+    (0.05, "too few digits"),          # exp(-3) = 0.0498 to one figure: was told "not the τ"
 ])
 def test_temperature_symptoms(answer, phrase):
     _expect(lesson07.check_temperature_from_logit_scale(answer), phrase)

@@ -191,6 +191,11 @@ def check_training_step(answer) -> Feedback:
                 return wrong("after one step your weights differ from the reference step's.",
                              "Use the optimizer you are given, one step per call, and no other changes to the model.")
         elif not _same(mine, ref):
+            if _same(mine, ref, weights_only=True):     # only τ differs: the clamp hid it at step 1
+                return wrong(f"the weights follow the reference step, but τ does not learn: logit_scale stayed at "
+                             f"{mine.logit_scale.item():.4f} where the reference's moved to {ref.logit_scale.item():.4f}.",
+                             "Pass the temperature tensor the model returns to clip_loss, not tau.item() or "
+                             "tau.detach(): those cut τ off from the gradient.")
             return wrong("the first step was right but the second went elsewhere: the gradients of the "
                          "first batch were still there.",
                          "Call optimizer.zero_grad() every step: PyTorch adds new gradients to old ones.")

@@ -70,6 +70,9 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
     if _close(value, 0.07):
         return wrong("0.07 is the temperature CLIP *starts* from; the log shows where training has taken it.",
                      f"Read it from the logged value: τ = exp(-{s:g}).")
+    if math.isclose(value, tau, rel_tol=0.02):
+        return wrong(f"{value:g} is τ = exp(-{s:g}) = {tau:.4f} rounded: right idea, too few digits to check.",
+                     f"Let Python compute it: answer = math.exp(-{s:g}).")
     if _close(value, -s):
         return wrong(f"{value:g} = -logit_scale = log τ: one exp away from τ.", "Exponentiate: τ = exp(-logit_scale).")
     if value <= 0:
