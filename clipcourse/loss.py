@@ -88,8 +88,12 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, tempe
 
 
 def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> float:
-    """Fraction of images whose most similar caption in the batch is their own."""
-    sims = image_features @ text_features.T                                 # (B, B)
+    """Fraction of images whose most similar caption in the batch is their own.
+
+    In float32: bfloat16 similarities (autocast's) are rounded to steps of about 0.004 near 1, and the
+    ties that makes would count as misses whenever a twin comes first.
+    """
+    sims = image_features.float() @ text_features.float().T                 # (B, B)
     return (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float().mean().item()
 
 

@@ -222,3 +222,13 @@ def test_in_batch_accuracy():
     img, _ = features(10, 16)
     assert in_batch_accuracy(img, img) == 1.0
     assert in_batch_accuracy(img, img.roll(1, dims=0)) < 1.0
+
+
+def test_in_batch_accuracy_of_bfloat16_features_is_computed_in_float32():
+    """bfloat16 similarities tie where float32 ones do not, and a tie went to the first (wrong) twin."""
+    g = torch.Generator().manual_seed(0)
+    twins = torch.repeat_interleave(F.normalize(torch.randn(32, 64, generator=g), dim=-1), 2, dim=0)  # (64, 64)
+    img = F.normalize(twins + 0.002 * torch.randn(64, 64, generator=g), dim=-1).bfloat16()
+    txt = F.normalize(twins + 0.002 * torch.randn(64, 64, generator=g), dim=-1).bfloat16()
+    in_bf16 = ((img @ txt.T).argmax(1) == torch.arange(64)).float().mean().item()
+    assert in_batch_accuracy(img, txt) == in_batch_accuracy(img.float(), txt.float()) != in_bf16
