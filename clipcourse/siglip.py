@@ -140,6 +140,6 @@ def small_batch_verdict(summary: Sequence[dict], metric: str = "train_combo_acc"
                      f"(gap {100 * (args[2] - args[0]):+.1f} points)")
     answer = (HOLDS if sigmoid_ahead and not softmax_ahead else FAILS if softmax_ahead and not sigmoid_ahead
               else UNCLEAR)
-    ahead = (f"sigmoid clearly ahead at batch {', '.join(map(str, sigmoid_ahead)) or 'none'}, "
-             f"softmax at {', '.join(map(str, softmax_ahead)) or 'none'}")
+    where = lambda bs: f"batch {', '.join(map(str, bs))}" if bs else "no batch size"
+    ahead = f"clearly ahead: the sigmoid at {where(sigmoid_ahead)}, the softmax at {where(softmax_ahead)}"
     return Verdict(CLAIM, answer, f"{metric.replace('_', ' ')} over {soft['n_seeds']} seeds; {ahead}; " + "; ".join(parts))

@@ -366,7 +366,7 @@ def _check_loss(loss: str, model: nn.Module) -> None:
                          "bias added to every logit): train it with TrainConfig(loss='siglip')")
 
 
-def _check_ddp_device(model: nn.Module, device: torch.device) -> None:
+def _check_ddp_device(model: nn.Module, device: torch.device, requested: str | torch.device) -> None:
     """Refuse a DistributedDataParallel model that lives on another device than the run (lesson 10).
 
     DDP ties its gradient buckets to the parameters it was built on; moved afterwards, it averages
@@ -380,7 +380,7 @@ def _check_ddp_device(model: nn.Module, device: torch.device) -> None:
         on = next(module.parameters()).device
         if on.type != device.type or (device.index is not None and on.index != device.index):
             raise ValueError(f"the model is wrapped in DistributedDataParallel on {on}, but the run's device "
-                             f"(TrainConfig.device={str(device)!r}) is {device}: DDP cannot be moved once built. "
+                             f"(TrainConfig.device={str(requested)!r}) is {device}: DDP cannot be moved once built. "
                              f"Move the model first, then wrap it (DistributedDataParallel(model.to(device))), "
                              f"or train on {on.type!r}")
 
@@ -422,7 +422,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
             raise ValueError(f"hard_negative_tokens work with loss='clip' only, got loss={cfg.loss!r}")
 
     device = resolve_device(cfg.device)
-    _check_ddp_device(model, device)
+    _check_ddp_device(model, device, cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     old_threads = torch.get_num_threads()
     if cfg.threads:
