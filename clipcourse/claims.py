@@ -86,7 +86,10 @@ def c2_divided_by_tau(by_hand: float, package: float, reference: float, undivide
 
 def c3_sharpens(taus, entropies, hardest_shares) -> Verdict:
     """C3 (lesson 05): as τ falls, the softmax's entropy falls and the hardest negative's share of
-    the gradient rises (taus in any order; one entropy and one share per τ)."""
+    the gradient rises (taus in any order; one entropy and one share per τ).
+
+    For exact softmaxes of any similarities this cannot fail (P_j / P_k = e^((s_j - s_k) / τ)): the
+    verdict checks the arithmetic, and its evidence says how large the effect is."""
     if not len(taus) == len(entropies) == len(hardest_shares) >= 2:
         raise ValueError(f"need at least two τ with one entropy and one share each, got {len(taus)}, "
                          f"{len(entropies)} and {len(hardest_shares)}")

@@ -1,5 +1,5 @@
 """Measuring what a CLIP learned: zero-shot accuracy, retrieval recall@k, alignment and uniformity
-(lessons 06-08).
+(lessons 06-08), and BatchNorm statistics refreshed for a model's current weights (lesson 06).
 
 Zero-shot classification turns each class into a caption ("a green triangle"), embeds the captions
 once, and labels each image with the class whose caption is most similar. On the held-out split no
@@ -8,6 +8,7 @@ such image was ever seen in training, so the score measures composition, not mem
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -102,3 +103,26 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     if len(x) < 2:
         raise ValueError(f"uniformity needs at least 2 features, got {len(x)}")
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
+
+
+def recalibrate_batchnorm(model, images: torch.Tensor, batch_size: int = 256) -> torch.nn.Module:
+    """A copy of `model` whose BatchNorm running statistics are recomputed on uint8 `images` (N, 3, H, W)
+    for its current weights (lesson 06); the model itself is left as it was.
+
+    In eval mode BatchNorm normalises with running averages of recent training batches. While the
+    weights move fast those averages describe an older network; the copy's are exact averages over
+    `images` (torch.optim.swa_utils.update_bn, the routine SWA uses after averaging weights).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a non-empty tensor of shape (N, 3, H, W), got {shape}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 pictures as ShapesWorld stores them, got {images.dtype}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch statistic), got {batch_size}")
+    fresh = copy.deepcopy(model)
+    device = next(fresh.parameters()).device
+    batches = [to_float(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, fresh.visual)   # resets the statistics, then averages
+    return fresh

@@ -104,6 +104,7 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         final_loss=history.loss[-1],
         alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
         uniformity=evaluate.uniformity(held_img.cpu()),
+        train_combo_uniformity=evaluate.uniformity(seen_img.cpu()),   # new pictures of the training combinations
         tau_trajectory=list(history.temperature),
         **({"final_bias": model.logit_bias.item()} if bias else {}),
         # as numpy arrays: a tensor would travel back from a worker process as a handle to shared memory,
@@ -418,7 +419,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-_METRICS = ("heldout_acc", "train_combo_acc", "final_tau", "alignment", "uniformity")
+_METRICS = ("heldout_acc", "train_combo_acc", "final_tau", "alignment", "uniformity", "train_combo_uniformity")
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -427,8 +428,9 @@ def summarize(rows: Sequence[dict]) -> dict:
     Returns {"sweep": [one dict per fixed τ, ascending], "learnable": dict or None,
     "learnable_starts": [one dict per learnable start, ascending]}; "learnable" is the run from
     CLIP's 0.07 if there is one, else the first start. Each dict holds tau (the fixed τ or the start),
-    n_seeds and <metric>_mean / <metric>_std for heldout_acc, train_combo_acc, final_tau, alignment
-    and uniformity, plus acc_mean / acc_std (= held-out accuracy).
+    n_seeds and <metric>_mean / <metric>_std for heldout_acc, train_combo_acc, final_tau, alignment,
+    uniformity (held-out pictures) and train_combo_uniformity (new pictures of the training
+    combinations), plus acc_mean / acc_std (= held-out accuracy).
     """
     groups: dict[tuple[bool, float], list[dict]] = {}
     for row in rows:

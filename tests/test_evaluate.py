@@ -190,3 +190,55 @@ def test_uniformity_is_lower_for_spread_points_than_clustered_ones():
 def test_uniformity_needs_two_points():
     with pytest.raises(ValueError, match="at least 2"):
         evaluate.uniformity(random_unit(1, 4))
+
+
+# --- BatchNorm statistics for the current weights (lesson 06) ---------------------------------------
+
+def _batchnorms(m):
+    return [x for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_recalibrate_batchnorm_computes_exact_statistics_and_leaves_the_model_alone():
+    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    m = build_model(tok, seed=0)
+    world = data.ShapesWorld.generate(64, seed=0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    fresh = evaluate.recalibrate_batchnorm(m, world.images, batch_size=64)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())     # the original is untouched
+    assert fresh is not m and fresh.training == m.training
+    assert torch.equal(_batchnorms(m.visual)[0].running_mean, torch.zeros(32))        # a new model's, still
+    # one batch of all 64 pictures: the first BatchNorm's running mean is that batch's channel mean
+    first = _batchnorms(fresh.visual)[0]
+    captured = {}
+    handle = _batchnorms(m.visual)[0].register_forward_hook(lambda mod, inp, out: captured.update(x=inp[0].clone()))
+    m.train()
+    with torch.no_grad():
+        m.encode_image(data.to_float(world.images))
+    handle.remove()
+    torch.testing.assert_close(first.running_mean, captured["x"].mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, captured["x"].var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+
+
+def test_recalibrate_batchnorm_restores_accuracy_that_stale_statistics_lost():
+    # stale statistics, made on purpose: statistics of other pictures (all black), then the fresh ones
+    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    m = build_model(tok, seed=0)
+    world = data.ShapesWorld.generate(256, seed=0)
+    fresh = evaluate.recalibrate_batchnorm(m, world.images)
+    stale = evaluate.recalibrate_batchnorm(m, torch.zeros_like(world.images[:64]))
+    f_fresh, f_stale = evaluate.embed_images(fresh, world.images), evaluate.embed_images(stale, world.images)
+    again = evaluate.embed_images(evaluate.recalibrate_batchnorm(stale, world.images), world.images)
+    assert not torch.allclose(f_fresh, f_stale, atol=1e-3)
+    torch.testing.assert_close(again, f_fresh)                  # recalibrating undoes whatever came before
+
+
+@pytest.mark.parametrize("images, error", [
+    (torch.zeros(0, 3, 8, 8, dtype=torch.uint8), ValueError),
+    (torch.zeros(4, 8, 8, dtype=torch.uint8), ValueError),
+    (torch.zeros(4, 3, 8, 8), TypeError),
+    ([1, 2, 3], ValueError),
+])
+def test_recalibrate_batchnorm_refuses_bad_images(images, error):
+    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    with pytest.raises(error, match="images"):
+        evaluate.recalibrate_batchnorm(build_model(tok, seed=0), images)

@@ -47,8 +47,11 @@ def test_summarize_means_and_stds(rows):
     assert first["acc_mean"] == pytest.approx(sum(accs) / 2)
     assert first["acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
     assert s["learnable"]["tau"] == INIT_TEMPERATURE and s["learnable"]["n_seeds"] == 2
-    for key in ("final_tau", "alignment", "uniformity", "train_combo_acc"):
+    for key in ("final_tau", "alignment", "uniformity", "train_combo_acc", "train_combo_uniformity"):
         assert f"{key}_mean" in first and f"{key}_std" in s["learnable"]
+    # uniformity of the held-out pictures and of new pictures of the training combinations: two measurements
+    assert all(-8.0 <= r["train_combo_uniformity"] <= 0.0 for r in rows)   # t = 2: e^(-2·4) at the least
+    assert any(r["train_combo_uniformity"] != r["uniformity"] for r in rows)
     assert experiments.summarize(rows[:2])["learnable"] is None
     assert experiments.summarize(rows[:1])["sweep"][0]["acc_std"] == 0.0
 
