@@ -9,8 +9,8 @@ objects, the first sits in the left half and the second in the right half, so ca
 "a red circle left of a blue square" (the binding lesson builds on that).
 
 The zero-shot split holds out whole colour x shape combinations: no training image contains a
-"green triangle", yet every colour and every shape is seen in training. A model that scores well on
-held-out combinations has learned to compose "green" and "triangle", not memorised pairs.
+"green square", yet every colour and every shape is seen in training. A model that scores well on
+held-out combinations has learned to compose "green" and "square", not memorised pairs.
 """
 
 from __future__ import annotations

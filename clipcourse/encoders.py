@@ -100,8 +100,9 @@ def image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
 class TextEncoder(nn.Module):
     """Token + position embeddings, a causal transformer, and the feature at the <eot> token.
 
-    The mask is causal, as in CLIP, so the <eot> token is the only one that has read the whole
-    caption: that is why CLIP pools there rather than averaging.
+    The mask is causal, as in CLIP, so only the <eot> token and the padding after it have read the
+    whole caption; <eot> is the one of them every caption has, in a place training sees: that is why
+    CLIP pools there rather than averaging.
     """
 
     def __init__(self, cfg: TextEncoderConfig):

@@ -128,7 +128,7 @@ def test_training_scenes_never_contain_a_heldout_combo_yet_see_every_colour_and_
     # every colour and every shape is seen in training, and in the first slot alone too
     assert set(ds.scenes[:, 0, COLOR].tolist()) == set(range(len(data.COLORS)))
     assert set(ds.scenes[:, 0, SHAPE].tolist()) == set(range(len(data.SHAPES)))
-    # no caption names a held-out combination ("green triangle") anywhere
+    # no caption names a held-out combination ("green square") anywhere
     held_names = [data.combo_name(h) for h in data.heldout_combos()]
     assert not any(name in caption for caption in ds.captions for name in held_names)
 
