@@ -78,6 +78,10 @@ def test_stored_without_timestamps_and_in_order(path):
         f"{path.name}: run it top to bottom with tools/execute_notebooks.py"
     assert not any("execution" in c.get("metadata", {}) for c in cells), \
         f"{path.name}: per-cell timestamps; store it with tools/execute_notebooks.py"
+    for k, cell in enumerate(cells, start=1):   # one stdout block per cell, not split where the kernel flushed
+        kinds = [(o["output_type"], o.get("name")) for o in cell["outputs"]]
+        assert not any(a == b and a[0] == "stream" for a, b in zip(kinds, kinds[1:])), \
+            f"code cell {k} of {path.name}: consecutive stream outputs; store it with tools/execute_notebooks.py"
 
 
 # Readable cells (issue 10: "no code cell longer than about 15 lines, no prose cell over about 200 words"):

@@ -7,9 +7,9 @@
 Each notebook runs in a new kernel started from this process's environment, with the same
 settings the test suite gives nbval's kernels (OMP_WAIT_POLICY=PASSIVE, see conftest.py) and a
 fixed PYTHONHASHSEED. Execution counts come out in order (1, 2, 3, ...); per-cell execution
-timestamps (metadata.execution) are not recorded, and the ids of the widgets whose state is stored
-are renamed in order of appearance, so that re-executing a lesson changes only what its cells print
-and draw. A cell that raises stops that notebook, and it is not written.
+timestamps (metadata.execution) are not recorded, a cell's consecutive prints are stored as one output
+however the kernel flushed them, and the ids of the widgets whose state is stored are renamed in order
+of appearance, so that re-executing a lesson changes only what its cells print and draw. A cell that raises stops that notebook, and it is not written.
 
 Run it on the machine whose outputs you want to store, without a CPU profile: nbval compares the
 stored outputs with a fresh run under every profile of the README's test command.
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE",   # as conftest.py sets it for the test kernels
               "PYTHONHASHSEED": "0"}          # the same set and dict orders in every run
@@ -75,6 +76,7 @@ def execute(path: Path, output: Path, timeout: int) -> float:
     client.execute()
     seconds = time.perf_counter() - t0
     strip_timestamps(nb)
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})   # one stdout block per cell, however it was flushed
     nb = stable_widget_ids(nb, path.name)
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     if counts != list(range(1, len(counts) + 1)):
