@@ -29,6 +29,7 @@ HOLDS = "holds"
 FAILS = "does not hold at this scale"
 UNCLEAR = "unclear"
 MARGIN = 0.05           # accuracy differences below five percentage points count as noise
+MATCH = 0.03            # two runs whose training accuracies differ by at most this count as equally fitted (C5)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,10 @@ def c5_low_tau(fitted: dict, short: dict | None = None, fit_bar: float = 0.9) ->
     experiments.summarize of two fixed τ): C5 holds when both fit their training combinations
     (accuracy ≥ fit_bar) and the gap from training to held-out combinations is clearly larger at the
     low τ. If the low τ does not fit, the runs cannot separate generalisation from optimisation.
-    `short`, the short sweep, adds what it showed to the evidence.
+    `short`, the short sweep, adds what it showed to the evidence, and a check at matched fit: the
+    best τ trained longer fits better, which alone widens the contrast, so where the short sweep's
+    best τ fits its training combinations as well as the low τ did (within `MATCH`), the low τ's gap
+    must also be clearly wider than that run's, or the answer is unclear.
     """
     if len(fitted.get("sweep", [])) < 2:
         raise ValueError("fitted must summarise runs at two fixed τ (the lowest and the best)")
@@ -156,6 +160,19 @@ def c5_low_tau(fitted: dict, short: dict | None = None, fit_bar: float = 0.9) ->
         evidence += (f". In the short sweep τ = {s_low['tau']:.3g} reached only {s_low['train_combo_acc_mean']:.1%} "
                      f"on training combinations (vs {s_best['train_combo_acc_mean']:.1%}): there it mostly "
                      f"optimised slower")
+        if abs(s_best["train_combo_acc_mean"] - low["train_combo_acc_mean"]) <= MATCH:
+            matched_gap = s_best["train_combo_acc_mean"] - s_best["heldout_acc_mean"]
+            wider_matched = gaps["low"] - matched_gap
+            clear = wider_matched > MARGIN and wider_matched > low["heldout_acc_std"] + s_best["heldout_acc_std"]
+            evidence += (f". At matched fit, τ = {s_best['tau']:.3g} of the short sweep: training combinations "
+                         f"{s_best['train_combo_acc_mean']:.1%}, held-out {s_best['heldout_acc_mean']:.1%} "
+                         f"(gap {matched_gap:.1%}), so the low τ's gap is {wider_matched * 100:+.1f} points wider"
+                         + ("" if clear else ": not clearly, so the wider gap above may be the better fit"))
+            if answer == HOLDS and not clear:
+                answer = UNCLEAR
+        else:
+            evidence += (f". No matched fit: the short sweep's best τ reached {s_best['train_combo_acc_mean']:.1%} "
+                         f"on training combinations, more than {MATCH:.0%} from the low τ's")
     return _verdict("C5", answer, evidence)
 
 

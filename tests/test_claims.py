@@ -59,6 +59,22 @@ def test_c5_needs_a_fit_and_a_wider_gap():
     assert v.answer == claims.UNCLEAR and "has not fitted" in v.evidence and "short sweep" in v.evidence
 
 
+def test_c5_checks_the_gap_at_matched_fit():
+    # trained longer, the best τ fits better (99.5 %) than the low τ (94 %): part of the contrast is the fit.
+    # The short sweep's best τ (0.1) fits as well as the low τ did (95 %, within MATCH): compare with it too.
+    fitted = {"sweep": [entry(0.01, 0.76, train=0.94), entry(0.1, 0.97, train=0.995)]}
+    wide = {"sweep": SWEEP[:2] + [entry(0.1, 0.87, std=0.02, train=0.95)] + SWEEP[3:]}    # its gap: 8 points
+    v = claims.c5_low_tau(fitted, short=wide)
+    assert v.answer == claims.HOLDS and "At matched fit, τ = 0.1" in v.evidence and "+10.0 points wider" in v.evidence
+    narrow = {"sweep": SWEEP[:2] + [entry(0.1, 0.79, std=0.02, train=0.95)] + SWEEP[3:]}  # its gap: 16 points
+    v = claims.c5_low_tau(fitted, short=narrow)
+    assert v.answer == claims.UNCLEAR and "may be the better fit" in v.evidence
+    # no run of the short sweep fits like the low τ: nothing to match, the verdict stands
+    unmatched = {"sweep": SWEEP[:2] + [entry(0.1, 0.79, std=0.02, train=0.85)] + SWEEP[3:]}
+    v = claims.c5_low_tau(fitted, short=unmatched)
+    assert v.answer == claims.HOLDS and "No matched fit" in v.evidence
+
+
 def test_c6_every_start_must_end_close_in_tau_and_accuracy():
     good = [entry(s, 0.82, final_tau=0.07) for s in (0.01, 0.07, 1.0)]
     assert claims.c6_learnable({"sweep": SWEEP, "learnable_starts": good}).answer == claims.HOLDS
