@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from clipcourse import data, evaluate
 from clipcourse.model import build_model
+from clipcourse.text import Tokenizer
 
 
 def random_unit(n, d, seed=0):
@@ -199,7 +200,7 @@ def _batchnorms(m):
 
 
 def test_recalibrate_batchnorm_computes_exact_statistics_and_leaves_the_model_alone():
-    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    tok = Tokenizer.for_shapesworld()
     m = build_model(tok, seed=0)
     world = data.ShapesWorld.generate(64, seed=0)
     before = {k: v.clone() for k, v in m.state_dict().items()}
@@ -221,7 +222,7 @@ def test_recalibrate_batchnorm_computes_exact_statistics_and_leaves_the_model_al
 
 def test_recalibrate_batchnorm_restores_accuracy_that_stale_statistics_lost():
     # stale statistics, made on purpose: statistics of other pictures (all black), then the fresh ones
-    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    tok = Tokenizer.for_shapesworld()
     m = build_model(tok, seed=0)
     world = data.ShapesWorld.generate(256, seed=0)
     fresh = evaluate.recalibrate_batchnorm(m, world.images)
@@ -239,6 +240,6 @@ def test_recalibrate_batchnorm_restores_accuracy_that_stale_statistics_lost():
     ([1, 2, 3], ValueError),
 ])
 def test_recalibrate_batchnorm_refuses_bad_images(images, error):
-    tok = __import__("clipcourse.text", fromlist=["Tokenizer"]).Tokenizer.for_shapesworld()
+    tok = Tokenizer.for_shapesworld()
     with pytest.raises(error, match="images"):
         evaluate.recalibrate_batchnorm(build_model(tok, seed=0), images)

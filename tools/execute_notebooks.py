@@ -9,7 +9,8 @@ settings the test suite gives nbval's kernels (OMP_WAIT_POLICY=PASSIVE, see conf
 fixed PYTHONHASHSEED. Execution counts come out in order (1, 2, 3, ...); per-cell execution
 timestamps (metadata.execution) are not recorded, a cell's consecutive prints are stored as one output
 however the kernel flushed them, and the ids of the widgets whose state is stored are renamed in order
-of appearance, so that re-executing a lesson changes only what its cells print and draw. A cell that raises stops that notebook, and it is not written.
+of appearance, so that re-executing a lesson changes only what its cells print and draw. A cell that
+raises stops that notebook, and it is not written.
 
 Run it on the machine whose outputs you want to store, without a CPU profile: nbval compares the
 stored outputs with a fresh run under every profile of the README's test command.
