@@ -87,6 +87,18 @@ def test_c6_every_start_must_end_close_in_tau_and_accuracy():
         claims.c6_learnable({"sweep": SWEEP, "learnable_starts": []})
 
 
+def test_c6_pairs_each_start_with_the_best_fixed_tau_seed_by_seed():
+    # the best fixed τ is 0.1 (SWEEP); rows of seeds 0 and 1: a fixed run at 0.1, learnable runs from 0.07
+    rows = [dict(learnable=False, tau=0.1, seed=0, heldout_acc=0.90), dict(learnable=False, tau=0.1, seed=1, heldout_acc=0.80),
+            dict(learnable=False, tau=0.01, seed=0, heldout_acc=0.40),                           # not the best τ: ignored
+            dict(learnable=True, tau=0.07, seed=1, heldout_acc=0.78), dict(learnable=True, tau=0.07, seed=0, heldout_acc=0.85)]
+    starts = [entry(0.07, 0.815, final_tau=0.07)]
+    v = claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}, rows)
+    assert "seed by seed: -5.0, -2.0 points" in v.evidence          # in seed order: 0.85 - 0.90, 0.78 - 0.80
+    assert v.answer == claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}).answer   # evidence only
+    assert "seed by seed" not in claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}).evidence
+
+
 def test_record_and_table_round_trip(tmp_path):
     path = tmp_path / "claims.json"
     assert claims.recorded(path) == {}
