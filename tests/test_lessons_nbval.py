@@ -84,6 +84,16 @@ def test_stored_without_timestamps_and_in_order(path):
             f"code cell {k} of {path.name}: consecutive stream outputs; store it with tools/execute_notebooks.py"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_every_cell_has_a_unique_id(path):
+    # nbformat 4.5 requires cell ids (a missing one is a warning today, "a hard error in future nbformat
+    # versions"); a cell pasted in by hand or by a script often lacks one
+    ids = [cell.get("id") for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    missing = [k for k, i in enumerate(ids) if not i]
+    assert not missing, f"{path.name}: cells {missing} have no id; nbformat.validator.normalize adds them"
+    assert len(set(ids)) == len(ids), f"{path.name}: two cells share an id"
+
+
 # Readable cells (issue 10: "no code cell longer than about 15 lines, no prose cell over about 200 words"):
 # a code cell a learner reads in one glance, a prose cell that is not a page. Comments and blank lines count.
 MAX_CODE_LINES = 15
