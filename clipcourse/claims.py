@@ -176,7 +176,7 @@ def c5_low_tau(fitted: dict, short: dict | None = None, fit_bar: float = 0.9) ->
     return _verdict("C5", answer, evidence)
 
 
-def c6_learnable(summary: dict, rows=None) -> Verdict:
+def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
     """C6 (lesson 07): from every start, does learnable τ end within 2× of the best fixed τ and
     within one standard deviation of its held-out accuracy?
 
