@@ -5,11 +5,14 @@
 * the solved path: each lesson with every exercise solved runs top to bottom under strict nbval, every
   checker says ✅ Correct and every other cell prints what the stored (unsolved) lesson shows — so an
   exercise whose solution breaks a later cell (lesson 08's `ensemble` once shadowed a tensor) fails here;
+* no exercise rebinds a name the lesson's own cells set and read elsewhere, so a learner who solves it and
+  then runs an earlier cell again gets the lesson's value, not the exercise's (lesson 05's `tau` once did);
 * the nbgrader instructor version and its release say what notebooks/ says outside the solutions;
 * the whole classroom cycle on lesson 04: instructor version, `nbgrader generate_assignment`, a right and
   a wrong submission, `nbgrader autograde`, their scores.
 """
 
+import ast
 import importlib.util
 import os
 import subprocess
@@ -72,6 +75,48 @@ def test_a_solution_may_not_touch_lines_without_a_todo():
         classroom.solution_hunks(learner, "x = torch.zeros(3)\n\nanswer = x.sum()")
     with pytest.raises(classroom.ClassroomError, match="unchanged"):
         classroom.solution_hunks(learner, learner)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp,
+           ast.DictComp, ast.GeneratorExp)
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds in the notebook's namespace (not inside a def or a comprehension), and the
+    names it reads anywhere (a function reads its globals when it is called)."""
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    local = {id(n) for scope in ast.walk(tree) if isinstance(scope, _SCOPES)
+             for n in ast.walk(scope) if n is not scope}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+             and id(n) not in local}
+    bound |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              and id(n) not in local}
+    bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+              and id(n) not in local for a in n.names}
+    own = {id(n) for comp in ast.walk(tree) if isinstance(comp, _SCOPES[4:])          # a comprehension's loads
+           for targets in [{t.id for g in comp.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}]
+           for n in ast.walk(comp) if isinstance(n, ast.Name) and n.id in targets}  # of its own loop variables
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            and id(n) not in own}
+    return bound, read
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, **lesson_ids)
+def test_no_exercise_rebinds_a_name_the_lesson_reads_elsewhere(path):
+    """Re-running an earlier cell after solving an exercise works: the exercise (as set, and solved) binds no
+    name that a teaching cell binds and another teaching cell reads without binding it itself."""
+    nb, exs, _ = classroom.exercises_of(path)
+    own = {i for e in exs for i in (e.cell, e.check_cell)}
+    cells = {i: _names(c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code" and i not in own}
+    clashes = []
+    for e in exs:
+        for name in sorted(_names(nb.cells[e.cell].source)[0] | _names(e.solution)[0]):
+            setters = [i for i, (bound, _) in cells.items() if name in bound]
+            readers = [i for i, (bound, read) in cells.items() if name in read and name not in bound]
+            if setters and readers:
+                clashes.append(f"{e.id} binds {name!r}, which cell(s) {setters} set and {readers} read")
+    assert not clashes, (f"{path.name}: after the exercise, running those cells again would use the exercise's "
+                         f"value; give the exercise's variable a name of its own: " + "; ".join(clashes))
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ train_set = data.ShapesWorld.generate(5000, seed=0)
 scenes = train_set.scenes                                   # (5000, 2, 5): two object slots per image
 present = scenes[..., data.PRESENT] == 1                    # (5000, 2): which slots hold an object
 combos = data.combo_index(scenes[..., data.COLOR], scenes[..., data.SHAPE])[present]   # one id per object
-counts = torch.bincount(combos, minlength=data.NUM_COMBOS)  # (48,): how many objects of each combination
-answer = torch.nonzero(counts == 0).flatten().tolist()      # the ids no object in train_set has
+per_combo = torch.bincount(combos, minlength=data.NUM_COMBOS)  # (48,): how many objects of each combination
+answer = torch.nonzero(per_combo == 0).flatten().tolist()      # the ids no object in train_set has
 
 # %% check_caption
 scene = torch.tensor([[4, 2, 0, 2, 1],      # [colour, shape, size, position, present]
