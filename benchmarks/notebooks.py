@@ -122,7 +122,8 @@ def main(prefixes: list[str]) -> dict:
     if prefixes:
         paths = [p for p in paths if any(p.name.startswith(x) for x in prefixes)]
     info = cpu_info()
-    print(f"CPU: {info['cpu']} ({', '.join(info['cpu_extensions'])}); native bfloat16: {info['native_bfloat16']}")
+    print(f"CPU: {info['cpu']}, {info['cpu_family_model']} ({', '.join(info['cpu_extensions'])}); "
+          f"native bfloat16: {info['native_bfloat16']}")
     runs = {p: [] for p in _precisions()}
     for path in paths:
         for precision, rows in runs.items():

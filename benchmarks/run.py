@@ -28,10 +28,11 @@ sys.path.insert(0, str(HERE))
 
 
 def cpu_info() -> dict:
-    """The CPU these numbers come from: model name, vector extensions, native bfloat16 or not."""
+    """The CPU these numbers come from: model name, family and model numbers (one model name, "AMD EPYC",
+    has covered both a Zen 4 and a Zen 5 here), vector extensions, native bfloat16 or not."""
     from clipcourse import train
 
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, ids = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -39,11 +40,14 @@ def cpu_info() -> dict:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
+            elif key.strip() in ("cpu family", "model"):
+                ids.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     extensions = [name for flag, name in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"),
                                           ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
-    return {"cpu": model, "cpu_extensions": extensions,
+    family = f"family {ids['cpu family']}, model {ids['model']}" if len(ids) == 2 else "unknown"
+    return {"cpu": model, "cpu_family_model": family, "cpu_extensions": extensions,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "native_bfloat16": train.native_bfloat16(torch.device("cpu"))}
 
@@ -201,7 +205,8 @@ def main(argv=None) -> dict:
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nclipcourse benchmark, {results['date']}, {results['machine']}")
-    print(f"  CPU: {results['cpu']} ({', '.join(results['cpu_extensions'])}); native bfloat16: "
+    print(f"  CPU: {results['cpu']}, {results.get('cpu_family_model', '')} ({', '.join(results['cpu_extensions'])}); "
+          f"native bfloat16: "
           f"{results['native_bfloat16']}")
     _print_block(results)
     if "float32" in results:
@@ -212,7 +217,7 @@ def main(argv=None) -> dict:
 
 def _print_block(results: dict) -> None:
     for key, value in results.items():
-        if key in ("date", "machine", "cpu", "cpu_extensions", "native_bfloat16", "float32"):
+        if key in ("date", "machine", "cpu", "cpu_family_model", "cpu_extensions", "native_bfloat16", "float32"):
             continue
         if key == "sweep":
             for r in value:

@@ -105,6 +105,35 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 
+def _class_pair_means(x: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean cosine similarity over distinct pairs of one class, and over pairs of different classes."""
+    if x.dim() != 2 or labels.shape != (len(x),):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(labels.shape)}")
+    x = F.normalize(x.double(), dim=-1)                               # (N, D) unit vectors
+    sums = torch.zeros(int(labels.max()) + 1, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)  # (C, D)
+    sizes = torch.bincount(labels).double()                           # (C,)
+    same_pairs = (sizes * (sizes - 1)).sum()                          # ordered pairs i != j of one class
+    if same_pairs == 0:
+        raise ValueError("tolerance needs at least two features of one class")
+    same_sum = sums.pow(2).sum() - len(x)                             # Σ over those pairs of f_i · f_j
+    all_sum = x.sum(0).pow(2).sum() - len(x)                          # ... over all ordered pairs i != j
+    other_pairs = len(x) * (len(x) - 1) - same_pairs
+    other = ((all_sum - same_sum) / other_pairs).item() if other_pairs > 0 else float("nan")
+    return (same_sum / same_pairs).item(), other
+
+
+def tolerance(x: torch.Tensor, labels: torch.Tensor) -> float:
+    """Wang & Liu's tolerance: the mean cosine similarity of two different pictures of one class (higher:
+    alike pictures stay together; lesson 07)."""
+    return _class_pair_means(x, labels)[0]
+
+
+def other_class_similarity(x: torch.Tensor, labels: torch.Tensor) -> float:
+    """The mean cosine similarity of two pictures of different classes: what tolerance is compared with
+    (lesson 07)."""
+    return _class_pair_means(x, labels)[1]
+
+
 def recalibrate_batchnorm(model, images: torch.Tensor, batch_size: int = 256) -> torch.nn.Module:
     """A copy of `model` whose BatchNorm running statistics are recomputed on uint8 `images` (N, 3, H, W)
     for its current weights (lesson 06); the model itself is left as it was.

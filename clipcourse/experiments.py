@@ -2,7 +2,7 @@
 
 `sweep` trains one small CLIP per (τ, seed), plus one with a learnable τ per seed, all on the same
 data, and measures each on held-out colour x shape combinations: zero-shot accuracy, and the
-alignment and uniformity of the held-out features. `summarize` turns its rows into means and
+alignment, uniformity and tolerance of the held-out features. `summarize` turns its rows into means and
 standard deviations over seeds, one entry per τ.
 
 To keep two dozen runs to minutes on a 2-core laptop CPU (README: benchmarks), each run is shorter
@@ -96,6 +96,7 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     held_img = evaluate.embed_images(model, held.images)
     held_txt = evaluate.embed_texts(model, held_tokens)
     seen_img = evaluate.embed_images(model, seen.images)
+    held_one, seen_one = ~held.scenes[:, 1, data.PRESENT].bool(), ~seen.scenes[:, 1, data.PRESENT].bool()  # (N,)
     return dict(
         run,
         heldout_acc=evaluate.zero_shot_accuracy(held_img, classes, held.labels),
@@ -105,6 +106,12 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
         uniformity=evaluate.uniformity(held_img.cpu()),
         train_combo_uniformity=evaluate.uniformity(seen_img.cpu()),   # new pictures of the training combinations
+        # tolerance on the one-object pictures, whose label is all there is in them
+        tolerance=evaluate.tolerance(held_img.cpu()[held_one], held.labels[held_one]),
+        other_class_similarity=evaluate.other_class_similarity(held_img.cpu()[held_one], held.labels[held_one]),
+        train_combo_tolerance=evaluate.tolerance(seen_img.cpu()[seen_one], seen.labels[seen_one]),
+        train_combo_other_class_similarity=evaluate.other_class_similarity(seen_img.cpu()[seen_one],
+                                                                           seen.labels[seen_one]),
         tau_trajectory=list(history.temperature),
         **({"final_bias": model.logit_bias.item()} if bias else {}),
         # as numpy arrays: a tensor would travel back from a worker process as a handle to shared memory,
@@ -362,7 +369,9 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
     heldout_acc and train_combo_acc (zero-shot over all 48 prompts, on held-out and on training
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
-    image-caption features, and tau_trajectory (τ after every step).
+    image-caption features, tolerance and other_class_similarity of the held-out one-object pictures
+    (train_combo_*: the same of new pictures of the training combinations), and tau_trajectory (τ after
+    every step).
     `precision` is TrainConfig's ("auto": bfloat16 where the hardware has it natively).
     With `learnable`, one learnable run per seed starts from each τ in `learnable_starts` (CLIP's 0.07
     by default); `temperature_lr` gives their logit_scale a learning rate of its own (lesson 07).
@@ -419,7 +428,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-_METRICS = ("heldout_acc", "train_combo_acc", "final_tau", "alignment", "uniformity", "train_combo_uniformity")
+_METRICS = ("heldout_acc", "train_combo_acc", "final_tau", "alignment", "uniformity", "train_combo_uniformity",
+            "tolerance", "other_class_similarity", "train_combo_tolerance", "train_combo_other_class_similarity")
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -429,7 +439,8 @@ def summarize(rows: Sequence[dict]) -> dict:
     "learnable_starts": [one dict per learnable start, ascending]}; "learnable" is the run from
     CLIP's 0.07 if there is one, else the first start. Each dict holds tau (the fixed τ or the start),
     n_seeds and <metric>_mean / <metric>_std for heldout_acc, train_combo_acc, final_tau, alignment,
-    uniformity (held-out pictures) and train_combo_uniformity (new pictures of the training
+    uniformity, tolerance and other_class_similarity (held-out pictures), and train_combo_uniformity,
+    train_combo_tolerance and train_combo_other_class_similarity (new pictures of the training
     combinations), plus acc_mean / acc_std (= held-out accuracy).
     """
     groups: dict[tuple[bool, float], list[dict]] = {}

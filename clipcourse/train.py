@@ -29,6 +29,7 @@ from torch import nn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_uint8, to_float
 from .loss import clip_loss, clip_loss_with_hard_negatives, in_batch_accuracy, siglip_loss
+from .temperature import INIT_TEMPERATURE, MAX_TEMPERATURE, MIN_TEMPERATURE
 
 
 @dataclass
@@ -291,6 +292,15 @@ def temperature_travel(cfg: TrainConfig) -> float:
     """
     peak = cfg.lr if cfg.temperature_lr is None else cfg.temperature_lr
     return peak * sum(_schedule(step, cfg) for step in range(cfg.steps))
+
+
+def reachable_temperatures(cfg: TrainConfig, start: float = INIT_TEMPERATURE) -> tuple[float, float]:
+    """About the lowest and highest τ a learnable τ can reach from `start` in `cfg`'s steps (lesson 07):
+    start · e^(∓Σ lr), inside the clamp [0.01, 1]."""
+    if not MIN_TEMPERATURE <= start <= MAX_TEMPERATURE:
+        raise ValueError(f"start must be a temperature in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {start}")
+    travel = temperature_travel(cfg)
+    return max(MIN_TEMPERATURE, start * math.exp(-travel)), min(MAX_TEMPERATURE, start * math.exp(travel))
 
 
 class BatchOrder:

@@ -193,6 +193,41 @@ def test_uniformity_needs_two_points():
         evaluate.uniformity(random_unit(1, 4))
 
 
+# --- tolerance (Wang & Liu) ------------------------------------------------------------------------
+
+def _pair_means_by_brute_force(x, labels):
+    s = F.normalize(x, dim=-1) @ F.normalize(x, dim=-1).T                 # (N, N) cosines
+    same = labels[:, None] == labels[None, :]
+    distinct = ~torch.eye(len(x), dtype=torch.bool)
+    return s[same & distinct].mean().item(), s[~same].mean().item()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tolerance_is_the_mean_cosine_of_distinct_pictures_of_one_class(seed):
+    g = torch.Generator().manual_seed(seed)
+    x, labels = 3 * torch.randn(60, 8, generator=g), torch.randint(0, 5, (60,), generator=g)   # not unit length
+    same, other = _pair_means_by_brute_force(x, labels)
+    assert evaluate.tolerance(x, labels) == pytest.approx(same, abs=1e-6)
+    assert evaluate.other_class_similarity(x, labels) == pytest.approx(other, abs=1e-6)
+
+
+def test_tolerance_of_clusters():
+    poles = torch.eye(4)                                                # 4 classes on orthogonal axes
+    labels = torch.arange(4).repeat_interleave(10)
+    tight = poles[labels]
+    assert evaluate.tolerance(tight, labels) == pytest.approx(1.0)      # every picture of a class alike
+    assert evaluate.other_class_similarity(tight, labels) == pytest.approx(0.0, abs=1e-12)
+    loose = F.normalize(tight + 0.5 * random_unit(40, 4, seed=3), dim=-1)
+    assert 0.0 < evaluate.tolerance(loose, labels) < 1.0
+
+
+def test_tolerance_says_what_is_wrong():
+    with pytest.raises(ValueError, match=r"\(N, D\).*\(5, 3\) and \(4,\)"):
+        evaluate.tolerance(torch.randn(5, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="two features of one class"):
+        evaluate.tolerance(torch.randn(3, 4), torch.arange(3))
+
+
 # --- BatchNorm statistics for the current weights (lesson 06) ---------------------------------------
 
 def _batchnorms(m):

@@ -24,6 +24,8 @@ def test_one_row_per_run_with_every_metric(rows):
         assert 0.0 <= r["heldout_acc"] <= 1.0 and 0.0 <= r["train_combo_acc"] <= 1.0
         assert 0.0 <= r["alignment"] <= 4.0                     # squared distances on the unit sphere
         assert -4.0 <= r["uniformity"] <= 0.0
+        for key in ("tolerance", "other_class_similarity", "train_combo_tolerance", "train_combo_other_class_similarity"):
+            assert -1.0 <= r[key] <= 1.0, key                    # mean cosines
         assert len(r["tau_trajectory"]) == SMALL["steps"]
         assert math.isfinite(r["final_loss"])
         if r["learnable"]:
@@ -47,7 +49,8 @@ def test_summarize_means_and_stds(rows):
     assert first["acc_mean"] == pytest.approx(sum(accs) / 2)
     assert first["acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
     assert s["learnable"]["tau"] == INIT_TEMPERATURE and s["learnable"]["n_seeds"] == 2
-    for key in ("final_tau", "alignment", "uniformity", "train_combo_acc", "train_combo_uniformity"):
+    for key in ("final_tau", "alignment", "uniformity", "train_combo_acc", "train_combo_uniformity", "tolerance",
+                "other_class_similarity", "train_combo_tolerance", "train_combo_other_class_similarity"):
         assert f"{key}_mean" in first and f"{key}_std" in s["learnable"]
     # uniformity of the held-out pictures and of new pictures of the training combinations: two measurements
     assert all(-8.0 <= r["train_combo_uniformity"] <= 0.0 for r in rows)   # t = 2: e^(-2·4) at the least

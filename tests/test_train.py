@@ -601,3 +601,14 @@ def test_temperature_travel_sums_the_schedule():
     assert train.temperature_travel(cfg) == pytest.approx(sum(train._lr_at(s, cfg) for s in range(200)))
     assert train.temperature_travel(TrainConfig(steps=200, lr=2e-3, warmup_steps=20, temperature_lr=0.02)) == \
         pytest.approx(10 * train.temperature_travel(cfg))
+
+
+def test_reachable_temperatures_from_the_travel_inside_the_clamp():
+    cfg = TrainConfig(steps=200, lr=2e-3, warmup_steps=20)
+    low, high = train.reachable_temperatures(cfg)
+    travel = train.temperature_travel(cfg)
+    assert (low, high) == pytest.approx((0.07 * math.exp(-travel), 0.07 * math.exp(travel)))
+    assert train.reachable_temperatures(cfg, start=0.9) == pytest.approx((0.9 * math.exp(-travel), 1.0))  # e^0.2 · 0.9 > 1
+    assert train.reachable_temperatures(TrainConfig(steps=200, temperature_lr=0.3)) == (0.01, 1.0)
+    with pytest.raises(ValueError, match=r"start .* got 2"):
+        train.reachable_temperatures(cfg, start=2)
