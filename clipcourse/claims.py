@@ -113,6 +113,31 @@ def best_fixed(summary: dict) -> dict:
     return max(summary["sweep"], key=lambda e: e["acc_mean"])
 
 
+def best_fixed_by_left_out_seed(rows: list[dict]) -> list[dict]:
+    """The best fixed τ picked without the seed it is scored on (lesson 07): for each seed, the fixed τ
+    with the best mean held-out accuracy over the *other* seeds, and that τ's accuracy on the seed.
+
+    `best_fixed` picks on the same scores it reports, so its accuracy flatters it; the mean of these
+    left-out scores does not. Returns [{"seed", "tau", "heldout_acc"}] in seed order.
+    """
+    fixed = [r for r in rows if not r["learnable"]]
+    seeds = sorted({r["seed"] for r in fixed})
+    if len(seeds) < 2:
+        raise ValueError(f"rows must hold fixed-τ runs of at least two seeds, got seeds {seeds}")
+    out = []
+    for seed in seeds:
+        others: dict[float, list[float]] = {}
+        for r in fixed:
+            if r["seed"] != seed:
+                others.setdefault(r["tau"], []).append(r["heldout_acc"])
+        tau = max(others, key=lambda t: sum(others[t]) / len(others[t]))
+        scored = [r["heldout_acc"] for r in fixed if r["seed"] == seed and math.isclose(r["tau"], tau)]
+        if not scored:
+            raise ValueError(f"seed {seed} has no run at τ = {tau:.3g}, the τ its other seeds picked")
+        out.append({"seed": seed, "tau": tau, "heldout_acc": scored[0]})
+    return out
+
+
 def c4_high_tau(summary: dict) -> Verdict:
     """C4 (lesson 07): held-out accuracy at the highest fixed τ against the best fixed τ."""
     best, high = best_fixed(summary), summary["sweep"][-1]

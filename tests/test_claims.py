@@ -128,3 +128,29 @@ def test_verdict_values_are_checked():
     with pytest.raises(ValueError, match="answer must be"):
         claims._verdict("C1", "maybe", "")
     assert json.dumps(claims.CLAIMS)                        # plain text, printable by lesson 00
+
+
+def _row(tau, seed, acc, learnable=False):
+    return {"tau": tau, "seed": seed, "heldout_acc": acc, "learnable": learnable}
+
+
+def test_best_fixed_by_left_out_seed_never_looks_at_the_seed_it_scores():
+    # τ 0.1 is the best fixed τ on all three seeds only thanks to seed 2's lucky 1.00
+    rows = [_row(0.03, 0, 0.80), _row(0.1, 0, 0.72), _row(0.03, 1, 0.80), _row(0.1, 1, 0.70),
+            _row(0.03, 2, 0.80), _row(0.1, 2, 1.00), _row(0.07, 0, 0.99, learnable=True)]
+    in_sample = claims.best_fixed({"sweep": [{"tau": 0.03, "acc_mean": 0.80}, {"tau": 0.1, "acc_mean": 2.42 / 3}]})
+    assert in_sample["tau"] == 0.1                                   # picked on all three seeds: 80.7 %
+    picks = claims.best_fixed_by_left_out_seed(rows)                 # the learnable run is no candidate
+    assert [(p["seed"], p["tau"], p["heldout_acc"]) for p in picks] == [(0, 0.1, 0.72), (1, 0.1, 0.70), (2, 0.03, 0.80)]
+    assert sum(p["heldout_acc"] for p in picks) / 3 == pytest.approx(0.74)        # below the in-sample 0.8067
+
+
+def test_best_fixed_by_left_out_seed_can_pick_differently_per_seed():
+    rows = [_row(0.03, 0, 0.80), _row(0.1, 0, 0.70), _row(0.03, 1, 0.60), _row(0.1, 1, 0.75)]
+    picks = claims.best_fixed_by_left_out_seed(rows)
+    assert [(p["tau"], p["heldout_acc"]) for p in picks] == [(0.1, 0.70), (0.03, 0.60)]   # each the other's choice
+
+
+def test_best_fixed_by_left_out_seed_needs_two_seeds():
+    with pytest.raises(ValueError, match="at least two seeds"):
+        claims.best_fixed_by_left_out_seed([_row(0.1, 0, 0.9), _row(0.03, 0, 0.8)])
