@@ -105,33 +105,41 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 
-def _class_pair_means(x: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Mean cosine similarity over distinct pairs of one class, and over pairs of different classes."""
+def _class_pair_sums(x: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[float, float, float, float]:
+    """Σ of f_i · f_j and the number of ordered pairs i != j, within one class and across classes."""
+    if not isinstance(x, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{what} takes tensors (features, labels), got {type(x).__name__} and {type(labels).__name__}")
     if x.dim() != 2 or labels.shape != (len(x),):
-        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(labels.shape)}")
-    x = F.normalize(x.double(), dim=-1)                               # (N, D) unit vectors
-    sums = torch.zeros(int(labels.max()) + 1, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)  # (C, D)
-    sizes = torch.bincount(labels).double()                           # (C,)
-    same_pairs = (sizes * (sizes - 1)).sum()                          # ordered pairs i != j of one class
-    if same_pairs == 0:
-        raise ValueError("tolerance needs at least two features of one class")
-    same_sum = sums.pow(2).sum() - len(x)                             # Σ over those pairs of f_i · f_j
-    all_sum = x.sum(0).pow(2).sum() - len(x)                          # ... over all ordered pairs i != j
-    other_pairs = len(x) * (len(x) - 1) - same_pairs
-    other = ((all_sum - same_sum) / other_pairs).item() if other_pairs > 0 else float("nan")
-    return (same_sum / same_pairs).item(), other
+        raise ValueError(f"{what}: features must be (N, D) and labels (N,), got {tuple(x.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{what}: labels must be integer class ids, got dtype {labels.dtype}")
+    x = F.normalize(x.detach().to("cpu", torch.float64), dim=-1)     # (N, D) unit vectors, exact sums
+    _, ids = torch.unique(labels.cpu(), return_inverse=True)           # (N,) classes renumbered 0..C-1
+    sums = torch.zeros(int(ids.max()) + 1 if len(ids) else 0, x.shape[1], dtype=x.dtype).index_add_(0, ids, x)
+    sizes = torch.bincount(ids).double()                               # (C,) pictures per class
+    same_pairs, all_pairs = (sizes * (sizes - 1)).sum().item(), len(x) * (len(x) - 1)
+    same_sum = (sums.pow(2).sum() - len(x)).item()                     # Σ f_i · f_j over pairs of one class
+    all_sum = (x.sum(0).pow(2).sum() - len(x)).item()                  # ... over all pairs i != j
+    return same_sum, same_pairs, all_sum - same_sum, all_pairs - same_pairs
 
 
 def tolerance(x: torch.Tensor, labels: torch.Tensor) -> float:
     """Wang & Liu's tolerance: the mean cosine similarity of two different pictures of one class (higher:
     alike pictures stay together; lesson 07)."""
-    return _class_pair_means(x, labels)[0]
+    same_sum, same_pairs, _, _ = _class_pair_sums(x, labels, "tolerance")
+    if same_pairs == 0:
+        raise ValueError("tolerance needs two pictures of one class at least; every class in labels has one or none")
+    return same_sum / same_pairs
 
 
 def other_class_similarity(x: torch.Tensor, labels: torch.Tensor) -> float:
     """The mean cosine similarity of two pictures of different classes: what tolerance is compared with
     (lesson 07)."""
-    return _class_pair_means(x, labels)[1]
+    _, _, other_sum, other_pairs = _class_pair_sums(x, labels, "other_class_similarity")
+    if other_pairs == 0:
+        raise ValueError("other_class_similarity needs pictures of two classes at least; labels hold one or none")
+    return other_sum / other_pairs
 
 
 def recalibrate_batchnorm(model, images: torch.Tensor, batch_size: int = 256) -> torch.nn.Module:

@@ -96,7 +96,6 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     held_img = evaluate.embed_images(model, held.images)
     held_txt = evaluate.embed_texts(model, held_tokens)
     seen_img = evaluate.embed_images(model, seen.images)
-    held_one, seen_one = ~held.scenes[:, 1, data.PRESENT].bool(), ~seen.scenes[:, 1, data.PRESENT].bool()  # (N,)
     return dict(
         run,
         heldout_acc=evaluate.zero_shot_accuracy(held_img, classes, held.labels),
@@ -106,12 +105,11 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         alignment=evaluate.alignment(held_img.cpu(), held_txt.cpu()),
         uniformity=evaluate.uniformity(held_img.cpu()),
         train_combo_uniformity=evaluate.uniformity(seen_img.cpu()),   # new pictures of the training combinations
-        # tolerance on the one-object pictures, whose label is all there is in them
-        tolerance=evaluate.tolerance(held_img.cpu()[held_one], held.labels[held_one]),
-        other_class_similarity=evaluate.other_class_similarity(held_img.cpu()[held_one], held.labels[held_one]),
-        train_combo_tolerance=evaluate.tolerance(seen_img.cpu()[seen_one], seen.labels[seen_one]),
-        train_combo_other_class_similarity=evaluate.other_class_similarity(seen_img.cpu()[seen_one],
-                                                                           seen.labels[seen_one]),
+        # the evaluation pictures hold one object each (_data), so a label is all there is in a picture
+        tolerance=evaluate.tolerance(held_img, held.labels),
+        other_class_similarity=evaluate.other_class_similarity(held_img, held.labels),
+        train_combo_tolerance=evaluate.tolerance(seen_img, seen.labels),
+        train_combo_other_class_similarity=evaluate.other_class_similarity(seen_img, seen.labels),
         tau_trajectory=list(history.temperature),
         **({"final_bias": model.logit_bias.item()} if bias else {}),
         # as numpy arrays: a tensor would travel back from a worker process as a handle to shared memory,
@@ -369,9 +367,9 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     Each row: tau (the fixed τ, or the starting τ of a learnable run), learnable, seed,
     heldout_acc and train_combo_acc (zero-shot over all 48 prompts, on held-out and on training
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
-    image-caption features, tolerance and other_class_similarity of the held-out one-object pictures
-    (train_combo_*: the same of new pictures of the training combinations), and tau_trajectory (τ after
-    every step).
+    image-caption features, tolerance and other_class_similarity of the held-out pictures (train_combo_*:
+    the same of new pictures of the training combinations; every evaluation picture holds one object), and
+    tau_trajectory (τ after every step).
     `precision` is TrainConfig's ("auto": bfloat16 where the hardware has it natively).
     With `learnable`, one learnable run per seed starts from each τ in `learnable_starts` (CLIP's 0.07
     by default); `temperature_lr` gives their logit_scale a learning rate of its own (lesson 07).

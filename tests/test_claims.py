@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from hypothesis import given, strategies as st
 
 from clipcourse import claims
 
@@ -154,3 +155,21 @@ def test_best_fixed_by_left_out_seed_can_pick_differently_per_seed():
 def test_best_fixed_by_left_out_seed_needs_two_seeds():
     with pytest.raises(ValueError, match="at least two seeds"):
         claims.best_fixed_by_left_out_seed([_row(0.1, 0, 0.9), _row(0.03, 0, 0.8)])
+
+
+def test_best_fixed_by_left_out_seed_fails_loudly_without_the_picked_run():
+    rows = [_row(0.03, 0, 0.8), _row(0.1, 0, 0.9), _row(0.03, 1, 0.7)]     # seed 1 has no run at 0.1
+    with pytest.raises(ValueError, match="seed 1 has no run at τ = 0.1"):
+        claims.best_fixed_by_left_out_seed(rows)
+
+
+@given(st.integers(2, 4).flatmap(lambda seeds: st.lists(
+    st.lists(st.integers(0, 100), min_size=seeds, max_size=seeds), min_size=2, max_size=5)))
+def test_left_out_pick_never_beats_the_in_sample_best_on_its_seed(table):
+    """a(τ picked without seed s, s) <= a(τ*, s) for every seed s: the τ picked without s has at most τ*'s
+    total and at least τ*'s sum over the other seeds. So the in-sample figure can only flatter (lesson 07)."""
+    taus = [0.01 * (i + 1) for i in range(len(table))]
+    rows = [_row(t, s, acc / 100) for t, accs in zip(taus, table) for s, acc in enumerate(accs)]
+    best = max(range(len(table)), key=lambda i: sum(table[i]))            # ties: the first, as best_fixed's max
+    for pick in claims.best_fixed_by_left_out_seed(rows):
+        assert pick["heldout_acc"] <= table[best][pick["seed"]] / 100 + 1e-12

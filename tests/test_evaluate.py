@@ -221,11 +221,32 @@ def test_tolerance_of_clusters():
     assert 0.0 < evaluate.tolerance(loose, labels) < 1.0
 
 
+def test_tolerance_takes_any_integer_class_ids():
+    g = torch.Generator().manual_seed(4)
+    x, labels = torch.randn(40, 6, generator=g), torch.randint(0, 4, (40,), generator=g)
+    ids = torch.tensor([1, 7, 19, 40])[labels]                          # held-out ids are not 0..C-1
+    assert evaluate.tolerance(x, ids) == pytest.approx(evaluate.tolerance(x, labels))
+    assert evaluate.other_class_similarity(x, ids.int()) == pytest.approx(evaluate.other_class_similarity(x, labels))
+
+
+def test_tolerance_and_its_baseline_need_their_own_pairs():
+    singletons = evaluate.other_class_similarity(random_unit(5, 3), torch.arange(5))   # no two of one class: fine
+    assert singletons == pytest.approx(_pair_means_by_brute_force(random_unit(5, 3), torch.arange(5))[1], abs=1e-6)
+    with pytest.raises(ValueError, match="tolerance needs two pictures of one class"):
+        evaluate.tolerance(random_unit(5, 3), torch.arange(5))
+    with pytest.raises(ValueError, match="other_class_similarity needs pictures of two classes"):
+        evaluate.other_class_similarity(random_unit(5, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="tolerance needs"):
+        evaluate.tolerance(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
 def test_tolerance_says_what_is_wrong():
-    with pytest.raises(ValueError, match=r"\(N, D\).*\(5, 3\) and \(4,\)"):
+    with pytest.raises(ValueError, match=r"tolerance: features must be \(N, D\).*\(5, 3\) and \(4,\)"):
         evaluate.tolerance(torch.randn(5, 3), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="two features of one class"):
-        evaluate.tolerance(torch.randn(3, 4), torch.arange(3))
+    with pytest.raises(TypeError, match="labels must be integer class ids, got dtype torch.float32"):
+        evaluate.other_class_similarity(torch.randn(5, 3), torch.zeros(5))
+    with pytest.raises(TypeError, match="takes tensors"):
+        evaluate.tolerance(torch.randn(5, 3), [0, 0, 1, 1, 2])
 
 
 # --- BatchNorm statistics for the current weights (lesson 06) ---------------------------------------
