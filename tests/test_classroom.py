@@ -93,12 +93,23 @@ def _names(source: str) -> tuple[set[str], set[str]]:
               and id(n) not in local}
     bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
               and id(n) not in local for a in n.names}
+    bound |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler) and n.name and id(n) not in local}
+    bound |= {n.target.id for n in ast.walk(tree) if isinstance(n, ast.NamedExpr)}    # := binds outside a comprehension
     own = {id(n) for comp in ast.walk(tree) if isinstance(comp, _SCOPES[4:])          # a comprehension's loads
            for targets in [{t.id for g in comp.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}]
            for n in ast.walk(comp) if isinstance(n, ast.Name) and n.id in targets}  # of its own loop variables
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
             and id(n) not in own}
+    read |= {n.target.id for n in ast.walk(tree) if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
     return bound, read
+
+
+def test_names_a_cell_binds_and_reads():
+    bound, read = _names("x = [t * 2 for t in ts]\nfor k in ks: y = k\ndef f(a):\n    z = a + w\n    return z\n"
+                         "import numpy as np\ntry:\n    pass\nexcept ValueError as err:\n    pass\n"
+                         "n += 1\nif (m := 3): pass\n%matplotlib inline")
+    assert bound == {"x", "k", "y", "f", "np", "err", "n", "m"}
+    assert {"ts", "ks", "k", "w", "n"} <= read and "t" not in read   # a comprehension's own variable is no read
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, **lesson_ids)
