@@ -115,17 +115,22 @@ def test_names_a_cell_binds_and_reads():
 @pytest.mark.parametrize("path", NOTEBOOKS, **lesson_ids)
 def test_no_exercise_rebinds_a_name_the_lesson_reads_elsewhere(path):
     """Re-running an earlier cell after solving an exercise works: the exercise (as set, and solved) binds no
-    name that a teaching cell binds and another teaching cell reads without binding it itself."""
+    name that a teaching cell binds and another teaching cell reads without binding it itself, nor one that a
+    teaching cell binds and the exercise's check reads (lesson 02's `scene` once was both the lesson's and
+    the exercise's: re-running the lesson's cell made the check grade a right caption as wrong)."""
     nb, exs, _ = classroom.exercises_of(path)
     own = {i for e in exs for i in (e.cell, e.check_cell)}
     cells = {i: _names(c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code" and i not in own}
     clashes = []
     for e in exs:
+        checked = _names(nb.cells[e.check_cell].source)[1]          # what the exercise's check reads
         for name in sorted(_names(nb.cells[e.cell].source)[0] | _names(e.solution)[0]):
             setters = [i for i, (bound, _) in cells.items() if name in bound]
             readers = [i for i, (bound, read) in cells.items() if name in read and name not in bound]
             if setters and readers:
                 clashes.append(f"{e.id} binds {name!r}, which cell(s) {setters} set and {readers} read")
+            elif setters and name in checked:      # re-running a setter changes what the check grades against
+                clashes.append(f"{e.id} binds {name!r}, which its check reads and cell(s) {setters} also set")
     assert not clashes, (f"{path.name}: after the exercise, running those cells again would use the exercise's "
                          f"value; give the exercise's variable a name of its own: " + "; ".join(clashes))
 

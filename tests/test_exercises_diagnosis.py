@@ -4,6 +4,7 @@ named by the diagnosis it must get; the right answers pass and None is "not atte
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -271,6 +272,7 @@ def test_cosine_symptoms(answer, phrase):
 def test_cosine_right_and_not_attempted():
     assert lesson00.check_cosine_similarity(None).passed is None
     assert lesson00.check_cosine_similarity(COS).passed and lesson00.check_cosine_similarity(torch.tensor(COS)).passed
+    assert lesson00.check_cosine_similarity(np.float32(COS)).passed               # numpy's scalars are numbers too
 
 
 # --- lesson 01: check_similarity_matrix -------------------------------------------------------------
@@ -330,6 +332,9 @@ def test_heldout_right_and_not_attempted():
     assert lesson02.check_heldout_combos(None).passed is None
     assert lesson02.check_heldout_combos(held).passed
     assert lesson02.check_heldout_combos(torch.tensor(held).float()).passed       # 17.0 is the id 17
+    assert lesson02.check_heldout_combos(list(torch.tensor(held))).passed          # 0-d tensors, from list(tensor)
+    assert lesson02.check_heldout_combos(np.array(held)).passed                    # numpy's integers
+    assert lesson02.check_heldout_combos(list(np.array(held))).passed
 
 
 SCENE = torch.tensor([[4, 2, 0, 2, 1], [0, 0, 0, 0, 0]])      # a small purple triangle at the top
@@ -338,6 +343,8 @@ SCENE = torch.tensor([[4, 2, 0, 2, 1], [0, 0, 0, 0, 0]])      # a small purple t
 @pytest.mark.parametrize("answer, phrase", [
     (["a", "purple", "triangle"], "list of words"), (torch.tensor([1, 2]), "tensor"), ("   ", "empty"),
     ("a 4 2", "digits"), (42, "expected a string"), ("a purple triangle triangle square", "several shapes"),
+    ("a purple triangle and a triangle", "two objects"), ("a purple triangle left of a red circle", "two objects"),
+    ("a purple triangle triangle", "a shape twice"),
 ])
 def test_caption_symptoms(answer, phrase):
     _expect(lesson02.check_caption(answer, SCENE), phrase)
@@ -527,3 +534,6 @@ def test_prompt_ensemble_right_and_not_attempted():
 def test_caption_right_and_not_attempted():
     assert lesson02.check_caption(None, SCENE).passed is None
     assert lesson02.check_caption("a small purple triangle at the top", SCENE).passed
+    stop = lesson02.check_caption("A small purple triangle at the top.", SCENE)     # a sentence's full stop
+    assert stop.passed and "full stop" in str(stop)
+    assert lesson02.check_caption("a picture of a purple triangle", SCENE).passed   # 'of', but one object

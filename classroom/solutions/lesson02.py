@@ -10,8 +10,8 @@ per_combo = torch.bincount(combos, minlength=data.NUM_COMBOS)  # (48,): how many
 answer = torch.nonzero(per_combo == 0).flatten().tolist()      # the ids no object in train_set has
 
 # %% check_caption
-scene = torch.tensor([[4, 2, 0, 2, 1],      # [colour, shape, size, position, present]
-                      [0, 0, 0, 0, 0]])     # no second object
+exercise_scene = torch.tensor([[4, 2, 0, 2, 1],      # [colour, shape, size, position, present]
+                               [0, 0, 0, 0, 0]])     # no second object
 
 # colour 4 = data.COLOR_NAMES[4], shape 2 = data.SHAPES[2], size 0 = data.SIZES[0],
 # position 2 = data.POSITIONS[2], which data.WHERE says as 'at the top'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -17,7 +18,7 @@ def _as_number(answer) -> float | None:
     """A float from a number or a one-element tensor; None if the answer is not a single number."""
     if isinstance(answer, bool):
         return None
-    if isinstance(answer, (int, float)):
+    if isinstance(answer, numbers.Real):              # int, float, numpy's float32 and the like
         return float(answer)
     if isinstance(answer, torch.Tensor) and answer.numel() == 1 and answer.is_floating_point():
         return float(answer.detach())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from .. import data
@@ -40,6 +42,10 @@ def _combo_ids(answer) -> tuple[set[int] | None, str]:
         return None, (f"{data.NUM_COMBOS} numbers, one per combination: counts or a mask, not ids; keep the "
                       "ids whose count is zero: (counts == 0).nonzero().flatten().tolist()")
     for item in items:
+        if isinstance(item, torch.Tensor) and item.ndim == 0 and item.dtype != torch.bool:
+            item = item.item()                    # a 0-d tensor from list(tensor): its number
+        elif hasattr(item, "__index__") and not isinstance(item, (bool, int)):
+            item = operator.index(item)           # numpy's integers
         if isinstance(item, (tuple, list)) and len(item) == 2:
             return None, (f"{item!r} is a pair; give one id per combination (colour * 6 + shape, "
                           "data.combo_index) or a name such as 'green triangle'")
@@ -125,6 +131,8 @@ def check_caption(answer, scene) -> Feedback:
         return wrong(f"expected a string, got {type(answer).__name__}.", "Write the caption in quotes.")
     if not answer.strip():
         return wrong("an empty caption.", "Name at least the colour and the shape, e.g. 'a red circle'.")
+    full_stop = answer.strip().endswith((".", "!"))
+    answer = answer.strip().rstrip(".! ")          # a sentence's full stop is fine; ShapesWorld writes none
     if any(ch.isdigit() for ch in answer):
         return wrong("the caption contains digits: those are the scene's indices, not words.",
                      "Look each index up: data.COLOR_NAMES[colour], data.SHAPES[shape], data.SIZES[size].")
@@ -138,6 +146,9 @@ def check_caption(answer, scene) -> Feedback:
         return wrong(f"the tokenizer cannot read it: {err}",
                      "Use only ShapesWorld words: data.COLOR_NAMES, data.SHAPES, data.SIZES, data.WHERE.")
     words = split_words(answer)
+    if any((a == "and" and b in ("a", "an")) or (a in ("left", "right") and b == "of") for a, b in zip(words, words[1:])):
+        return wrong("the caption describes two objects ('and', 'left of', 'right of'), but this scene has one.",
+                     "Describe the one object: its colour and shape, and if you like its size and position.")
     want = {"colour": data.COLOR_NAMES[c], "shape": data.SHAPES[s]}
     columns = {"colour": data.COLOR, "shape": data.SHAPE}
     tables = {"colour": data.COLOR_NAMES, "shape": data.SHAPES}
@@ -146,9 +157,9 @@ def check_caption(answer, scene) -> Feedback:
         if not found:
             return wrong(f"the caption names no {kind}.",
                          f"Column {columns[kind]} of the scene is the {kind} index: {obj[columns[kind]].item()}.")
-        if len(set(found)) > 1:
-            return wrong(f"the caption names several {kind}s ({', '.join(found)}), but the scene has one object.",
-                         f"Name one {kind}.")
+        if len(found) > 1:
+            return wrong(f"the caption names {'several ' + kind + 's' if len(set(found)) > 1 else 'a ' + kind + ' twice'} "
+                         f"({', '.join(found)}), but the scene has one object.", f"Name one {kind}, once.")
         if found[0] != want[kind]:
             idx = obj[columns[kind]].item()
             other = [k for k in ("colour", "shape") if k != kind][0]
@@ -178,5 +189,7 @@ def check_caption(answer, scene) -> Feedback:
     if not places:
         extras.append(f"the position ('{data.WHERE[where]}')")
     note = f" You could also give {' and '.join(extras)}." if extras else ""
+    if full_stop:
+        note += " (ShapesWorld captions end without a full stop; the check ignored yours.)"
     return correct(f"'{answer}' matches the scene: a {data.SIZES[z]} {want['colour']} {want['shape']} "
                    f"{data.WHERE[where]}.{note}")
