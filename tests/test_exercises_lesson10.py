@@ -20,6 +20,32 @@ def test_bound_right_answers_pass():
         assert lesson10.check_bound(answer).passed is True, answer
 
 
+@pytest.mark.parametrize("answer", [5.545, 5.5452, 5.54518, 5.546, 5.5447])
+def test_bound_typed_in_to_four_digits_passes_with_a_note(answer):
+    # the prompt says "Give a number": a right value to four significant digits is right
+    fb = lesson10.check_bound(answer)
+    assert fb.passed is True, str(fb)
+    assert "math.log(256) gives it exactly" in str(fb)
+
+
+def test_bound_exact_answer_has_no_rounding_note():
+    assert "rounded" not in str(lesson10.check_bound(math.log(256)))
+
+
+@pytest.mark.parametrize("answer, says", [
+    (6.931, "accumulation adds no negatives"),        # log 1024, rounded: still named
+    (4.852, "one process's batch"),                   # log 128, rounded
+    (5.541, "negatives only"),                        # log 255, rounded: not log 256
+    (5.54, "rounded too far"),
+    (5.5, "rounded too far"),
+    (5.6, "not the bound"),
+])
+def test_bound_rounded_wrong_answers_are_named(answer, says):
+    passed, text = verdict(lesson10.check_bound(answer))
+    assert passed is False, text
+    assert says in text, text
+
+
 def test_bound_not_attempted():
     fb = lesson10.check_bound(None)
     assert fb.passed is None and str(fb).startswith("⏳ Not attempted yet.")
@@ -71,6 +97,47 @@ def test_local_loss_right_answers_pass():
 
     assert lesson10.check_local_loss(reference).passed is True
     assert lesson10.check_local_loss(distributed.local_clip_loss).passed is True
+
+
+def _put_back(i, t, ai, at, rank, detach_others=False):
+    """open_clip's pattern: this process's own (local) rows put back in place of their gathered copies."""
+    b = len(i)
+    other = (lambda x: x.detach()) if detach_others else (lambda x: x)
+    return (torch.cat([other(ai[:rank * b]), i, other(ai[(rank + 1) * b:])]),
+            torch.cat([other(at[:rank * b]), t, other(at[(rank + 1) * b:])]))
+
+
+def test_local_loss_accepts_own_rows_put_back_into_the_gathered_features():
+    # the gradient that reaches this process is the same: its rows of the gathered features come back to it
+    def put_back(i, t, ai, at, tau, rank):
+        return reference(i, t, *_put_back(i, t, ai, at, rank), tau, rank)
+
+    def rows_from_the_gather(i, t, ai, at, tau, rank):
+        b = len(i)
+        return reference(ai[rank * b:(rank + 1) * b], at[rank * b:(rank + 1) * b], ai, at, tau, rank)
+
+    for fn in (put_back, rows_from_the_gather):
+        fb = lesson10.check_local_loss(fn)
+        assert fb.passed is True, (fn.__name__, str(fb))
+
+
+def test_local_loss_rejects_own_rows_put_back_with_the_others_detached():
+    # open_clip's gather_with_grad=False with local_loss=True: the right value, a wrong gradient
+    def others_detached(i, t, ai, at, tau, rank):
+        return reference(i, t, *_put_back(i, t, ai, at, rank, detach_others=True), tau, rank)
+
+    passed, text = verdict(lesson10.check_local_loss(others_detached))
+    assert passed is False, text
+    assert "no gradient reaches the other processes' rows" in text and "detached" in text, text
+
+
+def test_local_loss_rejects_a_gradient_that_differs_on_its_own_rows():
+    def rows_detached(i, t, ai, at, tau, rank):                # the rows carry no gradient, only the columns do
+        return reference(i.detach(), t.detach(), ai, at, tau, rank)
+
+    passed, text = verdict(lesson10.check_local_loss(rows_detached))
+    assert passed is False, text
+    assert "the gradient on this process's image features" in text and "differs" in text, text
 
 
 def test_local_loss_not_attempted_and_not_a_function():

@@ -4,7 +4,8 @@
 setting (2 processes x 128 pairs, features gathered, 4 steps of plain gradient accumulation).
 `check_local_loss(fn)`: the learner's `fn(image_features, text_features, all_image_features,
 all_text_features, temperature, rank)`, run for every rank of simulated processes (no real processes
-needed) and compared with `distributed.local_clip_loss`, in value and in gradient.
+needed) and compared with `distributed.local_clip_loss`, in value and in the gradient that reaches the
+process's own features (local plus its rows of the gathered ones) and the other processes' rows.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from ._symptoms import call, close, explain_exception, not_finite, number
 # --- the bound -----------------------------------------------------------------------------------
 
 PROCESSES, PER_PROCESS, ACCUMULATION = 2, 128, 4     # the exercise's setting
+ROUNDED = 1e-3          # a typed-in value this close to log 256 passes ("Give a number": 5.545 is right)
 
 
 def check_bound(answer) -> Feedback:
-    """log(2 · 128) = log 256 ≈ 5.545 nats: the gathered batch counts, accumulation does not."""
+    """log(2 · 128) = log 256 ≈ 5.545 nats: the gathered batch counts, accumulation does not.
+
+    A value within ROUNDED of log 256 passes (with a note that math.log gives it exactly); the known
+    mistakes are recognised exactly first, then rounded the same way.
+    """
     if answer is None:
         return not_attempted("the most mutual information, in nats, the loss can certify here (a number)")
     value = number(answer)
@@ -36,9 +42,11 @@ def check_bound(answer) -> Feedback:
     if not_finite(value):
         return wrong(f"the bound is a finite number of nats, got {value}.", "It is the log of a batch size.")
     b = PROCESSES * PER_PROCESS                       # the batch every softmax row chooses from
-    if close(value, math.log(b), 1e-5, 1e-6):
+    if close(value, math.log(b), 0.0, ROUNDED):
+        exact = close(value, math.log(b), 1e-9, 1e-9)
         return correct(f"log({PROCESSES} × {PER_PROCESS}) = log {b} = {math.log(b):.3f} nats: each row of the loss "
-                       f"chooses among the {b} gathered captions; accumulation adds steps, not candidates.")
+                       f"chooses among the {b} gathered captions; accumulation adds steps, not candidates."
+                       + ("" if exact else f" (Your {value:g} is log {b} rounded; math.log({b}) gives it exactly.)"))
     known = [
         (math.log(b * ACCUMULATION), "plain gradient accumulation adds no negatives: each micro-step's softmax "
          f"still chooses among the {b} captions of that step, so the {ACCUMULATION} steps do not multiply the batch.",
@@ -66,15 +74,16 @@ def check_bound(answer) -> Feedback:
         (float(PER_PROCESS), "a batch size, not its log, and one process's only.", f"answer = math.log({b})."),
         (float(b - 1), "a count of negatives, not a number of nats.", f"answer = math.log({b})."),
     ]
-    for target, message, hint in known:
-        if close(value, target, 1e-5, 1e-6):
-            return wrong(message, hint)
+    for rel, abs_ in ((1e-5, 1e-6), (0.0, ROUNDED)):    # exact first, then a rounded value of the same mistake
+        for target, message, hint in known:
+            if close(value, target, rel, abs_):
+                return wrong(message, hint)
     if value <= 0:
         return wrong(f"mutual information is never negative, and the bound log B is positive for B ≥ 2; got {value:g}.",
                      "The bound is log B: the log of how many captions each image chooses among.")
-    if close(value, math.log(b), 2e-3):
-        return wrong(f"{value:.4f} is close to log {b} = {math.log(b):.4f} but not equal: a rounded value?",
-                     f"Compute it instead of typing it: math.log({b}).")
+    if close(value, math.log(b), 0.0, 0.05):
+        return wrong(f"{value:.4f} is close to log {b} = {math.log(b):.4f} but not within {ROUNDED:g}: rounded too far?",
+                     f"Give at least four significant digits, or compute it: math.log({b}).")
     return wrong(f"{value:g} nats is not the bound.",
                  "The loss can certify at most log B nats, B the number of captions each image chooses among: "
                  "which pairs are in the softmax of one row?")
@@ -117,6 +126,22 @@ def _reference_grads(img, txt, tau, rank, per_process):
         t.requires_grad_(True)
     local_clip_loss(*tensors, tau, rank).backward()
     return [t.grad for t in tensors]
+
+
+GRADIENT_NAMES = ("this process's image features (local, plus its rows of the gathered ones)",
+                  "this process's caption features (local, plus its rows of the gathered ones)",
+                  "the other processes' rows of the gathered image features",
+                  "the other processes' rows of the gathered caption features")
+
+
+def _reaching(grads, rank, per_process):
+    """What each gradient does once the gather's backward has run: this process's rows of the gathered
+    features come back to it and add to the local ones (so putting its own rows back into the gathered
+    tensors, open_clip's pattern, is as right as using them as given); the other rows go to their processes."""
+    local_img, local_txt, all_img, all_txt = grads
+    mine = torch.zeros(len(all_img), dtype=torch.bool)
+    mine[rank * per_process:(rank + 1) * per_process] = True
+    return [local_img + all_img[mine], local_txt + all_txt[mine], all_img[~mine], all_txt[~mine]]
 
 
 def _returned(out, per_process: int) -> Feedback | None:
@@ -176,17 +201,18 @@ def check_local_loss(fn) -> Feedback:
             if grads is None:
                 return wrong("no gradient flows back from your loss to the features.",
                              "Stay in torch: no .detach(), .item(), .numpy() or torch.no_grad() on the way.")
-            ref = _reference_grads(img, txt, tau, rank, per_process)
-            names = ("the local image features", "the local caption features",
-                     "the gathered image features", "the gathered caption features")
-            for name, g, r in zip(names, grads, ref):
+            got = _reaching(grads, rank, per_process)
+            ref = _reaching(_reference_grads(img, txt, tau, rank, per_process), rank, per_process)
+            for name, g, r in zip(GRADIENT_NAMES, got, ref):
+                if g.abs().max() == 0 and r.abs().max() > 0:
+                    return wrong(f"the right value, but no gradient reaches {name}: they were detached.",
+                                 "Use the gathered features as they are: their gradient is how this process's "
+                                 "loss pushes the other processes' pairs (open_clip's gather_with_grad).")
+            for name, g, r in zip(GRADIENT_NAMES, got, ref):
                 if not torch.allclose(g, r, atol=1e-6, rtol=1e-4):
-                    if g.abs().max() == 0 and r.abs().max() > 0:
-                        return wrong(f"the right value, but no gradient reaches {name}: they were detached.",
-                                     "Use the gathered features as they are: their gradient is how this process's "
-                                     "loss pushes the other processes' pairs (open_clip's gather_with_grad).")
                     return wrong(f"the right value, but the gradient on {name} differs from the reference.",
-                                 "Compute the loss from the arguments as given, with the same operations for every row.")
+                                 "Compute the loss from the arguments as given, with the same operations for every "
+                                 "row; detach nothing.")
     return correct("This is open_clip's local loss: the mean over the processes is the big batch's clip_loss, "
                    "and each process only builds B × W·B logits.")
 
