@@ -205,9 +205,8 @@ def main(argv=None) -> dict:
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nclipcourse benchmark, {results['date']}, {results['machine']}")
-    print(f"  CPU: {results['cpu']}, {results.get('cpu_family_model', '')} ({', '.join(results['cpu_extensions'])}); "
-          f"native bfloat16: "
-          f"{results['native_bfloat16']}")
+    print(f"  CPU: {results['cpu']}, {results['cpu_family_model']} ({', '.join(results['cpu_extensions'])}); "
+          f"native bfloat16: {results['native_bfloat16']}")
     _print_block(results)
     if "float32" in results:
         print("  --- float32 ---")

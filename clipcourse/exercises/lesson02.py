@@ -158,8 +158,9 @@ def check_caption(answer, scene) -> Feedback:
             return wrong(f"the caption names no {kind}.",
                          f"Column {columns[kind]} of the scene is the {kind} index: {obj[columns[kind]].item()}.")
         if len(found) > 1:
-            return wrong(f"the caption names {'several ' + kind + 's' if len(set(found)) > 1 else 'a ' + kind + ' twice'} "
-                         f"({', '.join(found)}), but the scene has one object.", f"Name one {kind}, once.")
+            named = f"several {kind}s" if len(set(found)) > 1 else f"a {kind} twice"
+            return wrong(f"the caption names {named} ({', '.join(found)}), but the scene has one object.",
+                         f"Name one {kind}, once.")
         if found[0] != want[kind]:
             idx = obj[columns[kind]].item()
             other = [k for k in ("colour", "shape") if k != kind][0]
