@@ -7,6 +7,8 @@
   exercise whose solution breaks a later cell (lesson 08's `ensemble` once shadowed a tensor) fails here;
 * no exercise rebinds a name the lesson's own cells set and read elsewhere, so a learner who solves it and
   then runs an earlier cell again gets the lesson's value, not the exercise's (lesson 05's `tau` once did);
+* the instructor guide's reading estimates are the lessons' own counts (`tools/classroom.py reading-times`),
+  and the guide quotes each lesson's own estimate as the lesson states it;
 * the nbgrader instructor version and its release say what notebooks/ says outside the solutions;
 * the whole classroom cycle on lesson 04: instructor version, `nbgrader generate_assignment`, a right and
   a wrong submission, `nbgrader autograde`, their scores.
@@ -15,6 +17,7 @@
 import ast
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +136,63 @@ def test_no_exercise_rebinds_a_name_the_lesson_reads_elsewhere(path):
                 clashes.append(f"{e.id} binds {name!r}, which its check reads and cell(s) {setters} also set")
     assert not clashes, (f"{path.name}: after the exercise, running those cells again would use the exercise's "
                          f"value; give the exercise's variable a name of its own: " + "; ".join(clashes))
+
+
+GUIDE = ROOT / "docs" / "instructor_guide.md"
+OWN_ESTIMATE = re.compile(r"\*\*(?:Estimated time|Time):\*\* (?:about )?(\d+) minutes")
+
+
+def _reading_tables(text: str) -> dict[str, dict[str, str]]:
+    """Each lesson's row of the guide's tables that have a "reading estimate" column, as {column: cell}."""
+    rows, header = {}, None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells if any(c.startswith("reading estimate") for c in cells) else []
+        elif header and re.match(r"\*?\*?\d\d\b", cells[0]):
+            lesson = re.match(r"\*?\*?(\d\d)", cells[0]).group(1)
+            assert lesson not in rows, f"the guide has two rows for lesson {lesson} with reading estimates"
+            rows[lesson] = dict(zip(header, cells))
+    return rows
+
+
+def test_the_guides_reading_estimates_are_the_lessons_counts():
+    """Reading estimates go stale as lessons change (lesson 07's code lines once moved under a fixed guide):
+    every lesson's row holds `reading-times`' count and the lesson's own estimate, the 00–08 total row their
+    sums, and the pre-reading plan the 01–03 figures."""
+    guide = GUIDE.read_text(encoding="utf-8")
+    rows = _reading_tables(guide)
+    assert sorted(rows) == [classroom.lesson_of(p) for p in NOTEBOOKS], sorted(rows)
+    counts, own, stale = {}, {}, []
+    for path in NOTEBOOKS:
+        lesson = classroom.lesson_of(path)
+        counts[lesson] = classroom.reading(path)
+        stated = OWN_ESTIMATE.search(nbformat.read(path, as_version=4).cells[0].source)
+        assert stated, f"{path.name}: the first cell states no '**Time:** about N minutes'"
+        own[lesson] = int(stated.group(1))
+        row = rows[lesson]
+        estimate = next(v for k, v in row.items() if k.startswith("reading estimate"))
+        if not estimate.startswith(counts[lesson].guide_cell()):
+            stale.append(f"{lesson}: guide {estimate!r}, count {counts[lesson].guide_cell()!r}")
+        quoted = row["lesson's own estimate"]
+        if quoted != f"{own[lesson]} min":
+            stale.append(f"{lesson}: guide quotes {quoted!r}, lesson says {own[lesson]} min")
+    first = [k for k in counts if k <= "08"]
+    total_reading = round(sum(counts[k].minutes for k in first))
+    total_row = re.search(r"^\| \*\*all \(00–08\)\*\* \|.*\| \*\*(\d+) min\*\* \| \*\*≈ (\d+) min\*\* \|$", guide,
+                          re.M)
+    assert total_row, "the guide's 'all (00–08)' row with the two time totals is missing"
+    if (int(total_row.group(1)), int(total_row.group(2))) != (sum(own[k] for k in first), total_reading):
+        stale.append(f"total row: {total_row.group(1)} / ≈ {total_row.group(2)} min, counts "
+                     f"{sum(own[k] for k in first)} / ≈ {total_reading} min")
+    pre = " + ".join(str(round(counts[k].minutes)) for k in ("01", "02", "03"))
+    if f"({pre} min)" not in guide:
+        stale.append(f"the pre-reading plan should quote lessons 01–03 as ({pre} min)")
+    assert not stale, ("docs/instructor_guide.md is stale (`python tools/classroom.py reading-times` gives the "
+                       "counts): " + "; ".join(stale))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
     python tools/classroom.py solved --output-dir /tmp/solved   # lessons with every exercise solved
     python tools/classroom.py source                            # nbgrader instructor version in classroom/
     python tools/classroom.py release                           # ... and the learners' release (nbgrader)
+    python tools/classroom.py reading-times                     # the instructor guide's reading estimates
 
 One source of truth each: `notebooks/` holds the learner's version (every exercise `answer = None  # TODO`,
 runs top to bottom), `classroom/solutions/lessonNN.py` the reference solutions. A solutions file is a list
@@ -27,6 +28,9 @@ Everything else is generated from those two and checked by tests/test_classroom.
 * release: `nbgrader generate_assignment` for each lesson: release/lessonNN/<lesson>.ipynb, where each
   solution region became a `raise NotImplementedError(...)` stub under its TODO and the hidden tests are gone.
   Learners' copies come back in submitted/<student>/lessonNN/; `nbgrader autograde lessonNN` grades them.
+* reading-times: each lesson's reading estimate, as docs/instructor_guide.md quotes it (a test keeps the two
+  equal): prose words at WORDS_PER_MINUTE, code lines at CODE_LINES_PER_MINUTE, plus fixed minutes per graded
+  exercise and per prediction.
 """
 
 from __future__ import annotations
@@ -182,6 +186,50 @@ def exercises_of(path: Path, solutions_dir: Path = SOLUTIONS_DIR) -> tuple[nbfor
         e.solution = sols.cells[e.checker]
         solution_hunks(nb.cells[e.cell].source, e.solution, e.id)    # raises if it changes more than the TODOs
     return nb, exs, sols
+
+
+# ------------------------------------------------------------------------------------- reading estimates
+
+WORDS_PER_MINUTE = 150          # prose, the "Show a solution" cells left out
+CODE_LINES_PER_MINUTE = 15      # non-blank, non-comment code lines: about 4 s a line to read
+MINUTES_PER_EXERCISE = 5        # a graded exercise (a TODO cell with its checker)
+MINUTES_PER_PREDICTION = 2      # a predict-then-run cell
+
+
+@dataclass
+class Reading:
+    """What a learner reads and does in one lesson; `minutes` is the guide's estimate."""
+    words: int
+    code_lines: int
+    exercises: int
+    predictions: int
+
+    @property
+    def minutes(self) -> float:
+        return (self.words / WORDS_PER_MINUTE + self.code_lines / CODE_LINES_PER_MINUTE
+                + MINUTES_PER_EXERCISE * self.exercises + MINUTES_PER_PREDICTION * self.predictions)
+
+    def guide_cell(self) -> str:
+        """The estimate as the guide's tables write it: '≈ 20 min (1,676 w, 54 l, 1 ex)'."""
+        parts = [f"{self.words:,} w", f"{self.code_lines} l", f"{self.exercises} ex"]
+        if self.predictions:
+            parts.append(f"{self.predictions} pred")
+        return f"≈ {round(self.minutes)} min ({', '.join(parts)})"
+
+
+def reading(path: Path) -> Reading:
+    """Count a lesson's prose words, code lines, graded exercises and predictions."""
+    nb, exs, _ = exercises_of(path)
+    words = code_lines = predictions = 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            if not cell.metadata.get("clipcourse", {}).get("solution_for"):
+                words += len(re.findall(r"\S+", cell.source))
+        elif cell.cell_type == "code":
+            predictions += cell.source.startswith(PREDICTION)
+            code_lines += sum(1 for line in cell.source.splitlines()
+                              if line.strip() and not line.strip().startswith("#"))
+    return Reading(words, code_lines, len(exs), predictions)
 
 
 # ---------------------------------------------------------------------------------------------- the diff
@@ -405,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("source", "release"):
         cmd[name].add_argument("--course-dir", type=Path, default=COURSE_DIR,
                                help=f"the nbgrader course directory (default {COURSE_DIR})")
+    cmd["reading"] = sub.add_parser("reading-times", help="print each lesson's reading estimate, as the guide has it")
     for p in cmd.values():
         p.add_argument("lessons", nargs="*", help="lesson numbers (04) or notebook paths; default: every lesson")
     args = parser.parse_args(argv)
@@ -420,6 +469,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{path.name}: {len(exs)} solution cell(s) written")
                 else:
                     print(f"{path.name}: up to date")
+        elif args.command == "reading-times":
+            total = 0.0
+            for path in paths:
+                r = reading(path)
+                total += r.minutes
+                print(f"{lesson_of(path)}  {r.guide_cell()}")
+            print(f"all  ≈ {round(total)} min")
         elif args.command == "solved":
             args.output_dir.mkdir(parents=True, exist_ok=True)
             for path in paths:
