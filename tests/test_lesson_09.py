@@ -25,6 +25,7 @@ WRONG_LOSSES = {
     "multiplied by τ": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T * tau + b)).sum() / len(i),
     "labelled \\+1": lambda i, t, tau, b: -F.logsigmoid(i @ t.T / tau + b).sum() / len(i),
     "only the positives": lambda i, t, tau, b: -F.logsigmoid((i @ t.T / tau + b).diagonal()).sum() / len(i),
+    "labels 0/1": lambda i, t, tau, b: -F.logsigmoid(torch.eye(len(i)) * (i @ t.T / tau + b)).sum() / len(i),
     "averaged over all B²": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T / tau + b)).mean(),
     "without dividing by B": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T / tau + b)).sum(),
     "CLIP's softmax": lambda i, t, tau, b: (F.cross_entropy(i @ t.T / tau + b, torch.arange(len(i)))

@@ -43,8 +43,9 @@ def _mistakes(img, txt, tau: float, bias: float):
          "labels = 2 * torch.eye(B) - 1: +1 on the diagonal, -1 elsewhere."),
         (-ls(logits.diagonal()).sum() / n, "only the positives (the diagonal) count: the negatives are ignored.",
          "Sum -logsigmoid(labels * logits) over all B × B pairs, labels -1 off the diagonal."),
-        (-(eye * ls(logits)).sum() / n, "labels 0/1 multiply the negatives' terms away: they contribute nothing.",
-         "Use labels +1 / -1 inside the sigmoid: -logsigmoid(labels * logits)."),
+        (total(logits, eye), "labels 0/1 inside -log σ(label · logit): every negative then costs log 2 whatever "
+         "its logit, so nothing pushes the negatives down.",
+         "labels = 2 * torch.eye(B) - 1: +1 on the diagonal, -1 elsewhere."),
         (-ls(labels * logits).mean(), "you averaged over all B² pairs; SigLIP sums them and divides by B.",
          "-F.logsigmoid(labels * logits).sum() / B."),
         (-ls(labels * logits).sum(), "you summed without dividing by B.", "Divide the sum by B (the batch size)."),
