@@ -211,7 +211,7 @@ def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
 
 
 def hard_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The same scenes with one attribute of the first object swapped (colour or shape)."""
+    """The same scenes with one attribute of the first object (colour or shape) replaced by another value."""
     g = generator
     neg = scenes.clone()
     n = len(scenes)
@@ -258,21 +258,23 @@ def swap_attribute(scenes: torch.Tensor, attribute: str = "color") -> torch.Tens
     return swapped
 
 
-def swap_changes_caption(scenes: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: two objects with different colours and different shapes, so either swap changes the words' binding."""
+def swap_changes_binding(scenes: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: two objects that differ in colour and in shape, so either swap changes which colour goes with
+    which shape. False elsewhere, even where a swap changes the caption: swapping the shapes of 'a red circle left
+    of a red square' gives 'a red square left of a red circle', the same colours bound to the same shapes."""
     _check_scenes(scenes)
     return ((scenes[:, 1, PRESENT] == 1) & (scenes[:, 0, COLOR] != scenes[:, 1, COLOR])
             & (scenes[:, 0, SHAPE] != scenes[:, 1, SHAPE]))
 
 
 def binding_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """NegCLIP-style negatives (lesson 11): the colours or the shapes swapped between two objects
-    (chosen at random) where that changes the scene, else hard_negative's one changed attribute."""
+    """NegCLIP-style negatives (lesson 11): the colours or the shapes swapped between the two objects (chosen
+    at random) where the objects differ in colour and in shape, else hard_negative's one changed attribute."""
     _check_scenes(scenes)
     g = generator
     neg = hard_negative(scenes, generator=g)                                       # (N, 2, 5) the fallback
     use_shape = torch.randint(2, (len(scenes),), generator=g).bool()              # (N,) which swap
-    ok = swap_changes_caption(scenes)                                              # (N,)
+    ok = swap_changes_binding(scenes)                                              # (N,)
     if ok.any():
         two = scenes[ok]
         swapped = torch.where(use_shape[ok, None, None], swap_attribute(two, "shape"), swap_attribute(two, "color"))

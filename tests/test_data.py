@@ -298,11 +298,11 @@ def test_hard_negatives_differ_in_exactly_one_attribute_of_the_first_object():
     assert bool((changed == 1).all())
     assert torch.equal(neg[:, 0, [SIZE, POS, PRESENT]], scenes[:, 0, [SIZE, POS, PRESENT]])
     assert torch.equal(neg[:, 1], scenes[:, 1])
-    # both kinds of swap happen
+    # both kinds of change happen
     assert 0 < int((neg[:, 0, COLOR] != scenes[:, 0, COLOR]).sum()) < len(scenes)
 
 
-def test_hard_negative_captions_swap_one_word():
+def test_hard_negative_captions_change_one_word():
     scenes = data.sample_scenes(300, split="all", two_object_prob=0.5,
                                 generator=torch.Generator().manual_seed(2))
     positives = data.describe(scenes, template=0)
@@ -313,7 +313,7 @@ def test_hard_negative_captions_swap_one_word():
         p_words, n_words = words_of(pos), words_of(neg)
         diffs = sum(a != b for a, b in zip(p_words[0] + p_words[1], n_words[0] + n_words[1]))
         assert diffs == 1, (pos, neg)
-        # the swapped word belongs to the first object
+        # the changed word belongs to the first object
         assert p_words[0][0] != n_words[0][0] or p_words[1][0] != n_words[1][0], (pos, neg)
 
 

@@ -1,6 +1,9 @@
-"""Lesson 11 (binding and hard negatives): the NegCLIP loss, the attribute swap, the training hook, the checker."""
+"""Lesson 11 (binding and hard negatives): the NegCLIP loss, the attribute swap, the training hook, the checker,
+and the lesson's optional control cell."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,7 +62,7 @@ def _two_objects(n=64, seed=0):
 
 def test_swap_attribute_exchanges_one_attribute_and_keeps_the_words():
     scenes = _two_objects()
-    keep = data.swap_changes_caption(scenes)
+    keep = data.swap_changes_binding(scenes)
     assert keep.float().mean() > 0.5
     for attribute, col in (("color", data.COLOR), ("shape", data.SHAPE)):
         swapped = data.swap_attribute(scenes, attribute)
@@ -84,14 +87,25 @@ def test_swap_attribute_refuses_what_it_cannot_swap():
     with pytest.raises(ValueError, match="scenes"):
         data.swap_attribute(torch.zeros(3, 5, dtype=torch.long))
     with pytest.raises(TypeError, match="scenes"):
-        data.swap_changes_caption([[0]])
+        data.swap_changes_binding([[0]])
+
+
+def test_swap_changes_binding_only_where_both_swaps_rebind():
+    # (colour, shape, size, position, present) for the left object, then the right one
+    scenes = torch.tensor([[[0, 1, 0, 0, 1], [2, 0, 1, 1, 1]],     # red circle, blue square: both swaps rebind
+                           [[0, 1, 0, 0, 1], [0, 0, 1, 1, 1]],     # red circle, red square: a shape swap moves the pairs
+                           [[0, 1, 0, 0, 1], [2, 1, 1, 1, 1]],     # red circle, blue circle: a colour swap moves them
+                           [[0, 1, 0, 0, 1], [2, 0, 1, 1, 0]]])    # one object
+    assert data.swap_changes_binding(scenes).tolist() == [True, False, False, False]
+    # where it says False, a swap may still change the caption, but not which colour goes with which shape
+    assert data.describe(data.swap_attribute(scenes[1:2], "shape"), template=1) == ["a red square left of a red circle"]
 
 
 def test_binding_negative_swaps_where_it_can_else_changes_one_attribute():
     g = torch.Generator().manual_seed(0)
     scenes = data.sample_scenes(400, two_object_prob=0.5, generator=g)
     neg = data.binding_negative(scenes, generator=torch.Generator().manual_seed(1))
-    ok = data.swap_changes_caption(scenes)
+    ok = data.swap_changes_binding(scenes)
     swapped = [data.swap_attribute(scenes[ok], a) for a in ("color", "shape")]
     assert all(torch.equal(n, s0) or torch.equal(n, s1) for n, s0, s1 in zip(neg[ok], *swapped))
     assert (neg[ok][:, :, data.COLOR] != scenes[ok][:, :, data.COLOR]).any(-1).float().mean().item() == pytest.approx(0.5, abs=0.15)
@@ -174,3 +188,32 @@ def test_checker_accepts_the_solution_and_waits_for_an_answer():
     assert lesson11.check_negclip_loss(None).passed is None
     assert lesson11.check_negclip_loss(3).passed is False
     assert lesson11.check_negclip_loss(lambda i, t, n, tau: None).passed is None
+
+
+# --- the lesson's optional control (RUN_CONTROL = False by default, so nbval never runs its training) -----
+
+def test_the_optional_control_cell_runs_and_touches_no_result():
+    """The cell the lesson offers for the random-captions control, run with RUN_CONTROL = True on a tiny setup:
+    it trains under names of its own and prints beside the lesson's scores, changing none of them."""
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "11_binding_and_hard_negatives.ipynb"
+    cell = next(c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c.get("id") == "l11-17e")
+    source = "".join(cell["source"])
+    assert source.startswith("RUN_CONTROL = False")                 # off by default: the lesson's time is budgeted
+    tok = text.Tokenizer.for_shapesworld()
+    world = data.ShapesWorld.generate(32, split="all", seed=0, two_object_prob=1.0)
+    score = {(name, tau): 0.5 for name in ("plain", "hard negatives") for tau in (0.02, 0.1)}
+    trained = []
+
+    def fresh_model(tau):
+        trained.append(tau)
+        return model.build_model(tok, seed=0, temperature=tau, learnable_temperature=False)
+
+    printed = []
+    namespace = dict(torch=torch, train=train, world=world, tokens=tok(world.captions), score=dict(score),
+                     config=train.TrainConfig(steps=2, batch_size=8, precision="float32", device="cpu"),
+                     fresh_model=fresh_model, swap_test=lambda m: {"color": 0.75, "shape": 0.25},
+                     verdict=lambda d: f"verdict({d:+.2f})", print=lambda *a, **k: printed.append(" ".join(map(str, a))))
+    exec(source.replace("RUN_CONTROL = False", "RUN_CONTROL = True", 1), namespace)
+    assert trained == [0.02, 0.1] and namespace["score"] == score
+    assert len(printed) == 4 and "random extra captions 50.0%" in printed[0], printed
+    assert "verdict(+0.00)" in printed[1], printed
