@@ -282,6 +282,33 @@ def binding_negative(scenes: torch.Tensor, *, generator: torch.Generator | None 
     return neg
 
 
+def true_captions(scenes: torch.Tensor, *, parts: bool = False) -> list[set[str]]:
+    """For each scene, every caption the templates write that describes it (lessons 05 and 06): all of its own
+    templates, and with two objects the "and" templates in either order. `parts=True` adds what is true of one of
+    two objects: each alone in the one-object templates without a position ("a red circle" beside a blue square)."""
+    _check_scenes(scenes)
+    out: list[set[str]] = [set() for _ in range(len(scenes))]
+    fixed = torch.Generator()              # describe draws a template per scene; here every template is given
+
+    def add(part: torch.Tensor, rows: list[int], templates) -> None:
+        for k in templates:
+            for i, caption in zip(rows, describe(part, generator=fixed, template=k)):
+                out[i].add(caption)
+
+    two = scenes[:, 1, PRESENT] == 1                                              # (N,) two objects
+    if (~two).any():
+        add(scenes[~two], (~two).nonzero().flatten().tolist(), range(len(SINGLE_TEMPLATES)))
+    if two.any():
+        pairs, rows = scenes[two], two.nonzero().flatten().tolist()               # (M, 2, 5)
+        add(pairs, rows, range(len(PAIR_TEMPLATES)))
+        add(pairs.flip(1), rows, [k for k, t in enumerate(PAIR_TEMPLATES) if " and " in t])
+        for slot in (0, 1) if parts else ():
+            alone = torch.zeros_like(pairs)
+            alone[:, 0] = pairs[:, slot]                                          # that object, slot 2 empty
+            add(alone, rows, [k for k, t in enumerate(SINGLE_TEMPLATES) if "{where}" not in t])
+    return out
+
+
 @dataclass
 class ShapesWorld:
     """A generated dataset: uint8 images (N, 3, H, W), their captions and scene attributes."""

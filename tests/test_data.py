@@ -413,3 +413,41 @@ def test_the_shipped_sample_loads_with_torchvision():
     sample = data.ShapesWorld.generate(48, split="all", seed=2024)
     assert torch.equal(images, sample.images)
     assert first == sample.captions
+
+
+def _scene(*objects):
+    """A (1, 2, 5) scene from (colour, shape, size, position) tuples: one or two objects."""
+    rows = [list(o) + [1] for o in objects] + [[0, 0, 0, 0, 0]] * (2 - len(objects))
+    return torch.tensor([rows])
+
+
+def test_true_captions_hold_every_caption_the_scene_was_given_and_touch_no_rng():
+    world = data.ShapesWorld.generate(3000, seed=4)
+    state = torch.get_rng_state()
+    sets = data.true_captions(world.scenes)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(a <= b for a, b in zip(sets, data.true_captions(world.scenes, parts=True)))
+    assert all(caption in true for caption, true in zip(world.captions, sets))
+    again = data.describe(world.scenes, generator=torch.Generator().manual_seed(9))   # other template draws
+    assert all(caption in true for caption, true in zip(again, sets))
+
+
+def test_true_captions_of_one_and_of_two_objects():
+    red, blue, circle, square, small, large = 0, 1, 1, 0, 0, 1
+    colour = data.COLOR_NAMES
+    one = data.true_captions(_scene((red, circle, large, 0)))[0]
+    where = data.WHERE[data.POSITIONS[0]]
+    assert one == {f"a {colour[red]} circle", f"a large {colour[red]} circle", f"a picture of a {colour[red]} circle",
+                   f"a {colour[red]} circle {where}", f"there is a large {colour[red]} circle",
+                   f"a large {colour[red]} circle {where}"}
+    pair = _scene((red, circle, large, 0), (blue, square, small, 0))
+    two, with_parts = data.true_captions(pair)[0], data.true_captions(pair, parts=True)[0]
+    r, b = colour[red], colour[blue]
+    assert {f"a {r} circle left of a {b} square", f"a {b} square right of a {r} circle",
+            f"a {b} square and a {r} circle", f"a small {b} square and a large {r} circle"} <= two   # either order
+    alone = {f"a {r} circle", f"there is a small {b} square"}                                  # one object alone
+    assert not alone & two and alone <= with_parts and two <= with_parts
+    assert not {f"a {b} circle left of a {r} square", f"a {r} square", f"a small {r} circle",
+                f"a {r} circle {where}"} & with_parts    # swapped, absent, the wrong size, a position in a pair
+    with pytest.raises(ValueError, match="shape"):
+        data.true_captions(torch.zeros(3, 5, dtype=torch.long))

@@ -471,6 +471,22 @@ def test_training_step_symptoms(mode, phrase):
     _expect(lesson06.check_training_step(fn), phrase)
 
 
+def _autocast_step(model, optimizer, images, tokens):
+    """Lesson 06's own loop body, copied with its autocast line, on a bfloat16 machine."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image_features, text_features, tau = model(images, tokens)
+    loss = clip_loss(image_features, text_features, tau)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    model.temperature.clamp_()
+    return loss.item()
+
+
+def test_training_step_copied_with_the_lessons_autocast_is_named():
+    _expect(lesson06.check_training_step(_autocast_step), "bfloat16 forward pass")
+
+
 def test_training_step_right_and_not_attempted():
     assert lesson06.check_training_step(None).passed is None
     assert lesson06.check_training_step(_step).passed

@@ -108,6 +108,9 @@ def check_training_step(answer) -> Feedback:
                     "times_tau": clip_loss(img, txt, 1 / tau).item(),
                     "init_tau": clip_loss(img, txt, 0.07).item(),
                     "logit_scale": clip_loss(img, txt, start.logit_scale.detach().clone()).item()}
+        with torch.autocast("cpu", dtype=torch.bfloat16):       # the lesson's loop, copied with its autocast line
+            img16, txt16, tau16 = copy.deepcopy(start)(images, tokens)
+        variants["bfloat16"] = clip_loss(img16, txt16, tau16).item()
 
     for step, (images, tokens) in enumerate(batches, 1):
         try:
@@ -130,6 +133,11 @@ def check_training_step(answer) -> Feedback:
             if math.isclose(value, variants["init_tau"], rel_tol=1e-4, abs_tol=1e-5):
                 return wrong("the loss uses a fixed τ = 0.07, not the model's learnable temperature.",
                              "Pass the temperature the model returns: clip_loss(*model(images, tokens)).")
+            if math.isclose(value, variants["bfloat16"], rel_tol=1e-4, abs_tol=1e-5):
+                return wrong("that is the loop's bfloat16 forward pass (torch.autocast): right, but the checker "
+                             "compares float32 steps, so its numbers differ.",
+                             "Leave out the `with torch.autocast(...)` line: image_features, text_features, tau = "
+                             "model(images, tokens).")
             if math.isclose(value, variants["logit_scale"], rel_tol=1e-4, abs_tol=1e-5):
                 return wrong("the loss was given logit_scale = log(1/τ) as its temperature.",
                              "The temperature is exp(-logit_scale); model(images, tokens) returns it third.")
