@@ -369,7 +369,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     colour x shape combinations), final_tau, final_loss, alignment and uniformity of the held-out
     image-caption features, tolerance and other_class_similarity of the held-out pictures (train_combo_*:
     the same of new pictures of the training combinations; every evaluation picture holds one object), and
-    tau_trajectory (τ after every step).
+    tau_trajectory (the τ each step used, in its forward pass: before that step's update and clamp).
     `precision` is TrainConfig's ("auto": bfloat16 where the hardware has it natively).
     With `learnable`, one learnable run per seed starts from each τ in `learnable_starts` (CLIP's 0.07
     by default); `temperature_lr` gives their logit_scale a learning rate of its own (lesson 07).

@@ -285,10 +285,11 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def temperature_travel(cfg: TrainConfig) -> float:
-    """Σ over steps of logit_scale's learning rate: about the furthest Adam can move log τ (lesson 07).
+    """Σ over steps of logit_scale's learning rate: about how far Adam moves log τ (lesson 07).
 
-    Adam's step is about lr whatever the gradient's size, so going from τ₀ to τ* needs
-    Σ lr ≥ |ln(τ*/τ₀)|.
+    Adam's step is about lr whatever the gradient's size (at most about 3.2 lr with its default betas,
+    (1 - β₁) / √(1 - β₂)), so going from τ₀ to τ* needs roughly Σ lr ≥ |ln(τ*/τ₀)|, and at the very
+    least 3.2 Σ lr ≥ |ln(τ*/τ₀)|.
     """
     peak = cfg.lr if cfg.temperature_lr is None else cfg.temperature_lr
     return peak * sum(_schedule(step, cfg) for step in range(cfg.steps))

@@ -50,14 +50,44 @@ def test_c4_holds_unclear_or_fails_by_the_numbers():
         claims.c4_high_tau({"sweep": []})
 
 
+def test_c4_asks_whether_the_high_tau_fitted_less_not_whether_it_generalised():
+    # "learns too little" is fitting: the answer follows the training combinations, held-out is evidence only
+    fitted_alike = SWEEP[:-1] + [entry(1.0, 0.40, std=0.02, train=0.92)]      # held-out far below, fitted like 0.1
+    v = claims.c4_high_tau({"sweep": fitted_alike})
+    assert v.answer == claims.UNCLEAR and "held-out 40.0% ± 2.0% vs 83.0% ± 1.0%" in v.evidence
+    fits_less = SWEEP[:-1] + [entry(1.0, 0.80, std=0.05, train=0.30)]         # held-out close, fitted far less
+    v = claims.c4_high_tau({"sweep": fits_less})
+    assert v.answer == claims.HOLDS and v.evidence.startswith("training combinations 30.0% ± 1.0% at τ = 1 vs 93.0%")
+
+
 def test_c5_needs_a_fit_and_a_wider_gap():
     fitted = {"sweep": [entry(0.01, 0.85, train=0.98), entry(0.05, 0.97, train=0.995)]}
     assert claims.c5_low_tau(fitted).answer == claims.HOLDS
-    same_gap = {"sweep": [entry(0.01, 0.95, train=0.98), entry(0.05, 0.97, train=0.995)]}
-    assert claims.c5_low_tau(same_gap).answer == claims.FAILS
+    narrower = {"sweep": [entry(0.01, 0.97, train=0.98), entry(0.05, 0.97, train=0.995)]}     # gap 1 vs 2.5 points
+    assert claims.c5_low_tau(narrower).answer == claims.FAILS
     not_fitted = {"sweep": [entry(0.01, 0.50, train=0.66), entry(0.05, 0.97, train=0.995)]}
     v = claims.c5_low_tau(not_fitted, short={"sweep": SWEEP})
     assert v.answer == claims.UNCLEAR and "has not fitted" in v.evidence and "short sweep" in v.evidence
+
+
+def test_c5_a_gap_wider_within_the_noise_is_unclear_as_in_c4():
+    slightly = {"sweep": [entry(0.01, 0.93, train=0.98), entry(0.05, 0.97, train=0.995)]}     # 3.5 points wider
+    assert claims.c5_low_tau(slightly).answer == claims.UNCLEAR
+    noisy = {"sweep": [entry(0.01, 0.85, std=0.08, train=0.98), entry(0.05, 0.97, std=0.08, train=0.995)]}
+    assert claims.c5_low_tau(noisy).answer == claims.UNCLEAR                  # 10.5 points wider, spreads 16
+
+
+def test_c5_says_the_short_sweep_optimised_slower_only_when_it_did():
+    fitted = {"sweep": [entry(0.01, 0.85, train=0.98), entry(0.05, 0.97, train=0.995)]}
+    slow = claims.c5_low_tau(fitted, short={"sweep": SWEEP})                  # 0.01 at 60 % vs the best τ's 93 %
+    assert "reached only 60.0% on training combinations (vs 93.0% at τ = 0.1): there it mostly optimised slower" \
+        in slow.evidence
+    alike = {"sweep": [entry(0.01, 0.80, train=0.91)] + SWEEP[1:]}            # 91 % vs 93 %
+    v = claims.c5_low_tau(fitted, short=alike)
+    assert "optimised slower" not in v.evidence and "about as well as τ = 0.1 (91.0% vs 93.0%)" in v.evidence
+    ahead = {"sweep": [entry(0.01, 0.80, train=0.99)] + SWEEP[1:]}
+    assert "better than τ = 0.1" in claims.c5_low_tau(fitted, short=ahead).evidence
+    assert slow.evidence.endswith('(This measures "generalises worse", not the fixation on tiny differences.)')
 
 
 def test_c5_checks_the_gap_at_matched_fit():
@@ -76,28 +106,61 @@ def test_c5_checks_the_gap_at_matched_fit():
     assert v.answer == claims.HOLDS and "No matched fit" in v.evidence
 
 
+# a sweep whose best fixed τ (0.1) is clearly above every other: C6's τ test has one target
+SHARP = [entry(0.01, 0.50), entry(0.0316, 0.70), entry(0.1, 0.83), entry(0.316, 0.40), entry(1.0, 0.19)]
+# a sweep that cannot tell 0.0316 from the best τ 0.1: 7 points apart, spreads 5 + 5
+TIED = [entry(0.01, 0.48, std=0.07), entry(0.0316, 0.80, std=0.05), entry(0.1, 0.87, std=0.05),
+        entry(0.316, 0.41, std=0.01), entry(1.0, 0.19, std=0.07)]
+
+
+def test_near_best_holds_the_fixed_tau_not_clearly_below_the_best():
+    assert [e["tau"] for e in claims.near_best({"sweep": SHARP})] == [0.1]
+    assert [e["tau"] for e in claims.near_best({"sweep": TIED})] == [0.0316, 0.1]
+
+
 def test_c6_every_start_must_end_close_in_tau_and_accuracy():
     good = [entry(s, 0.82, final_tau=0.07) for s in (0.01, 0.07, 1.0)]
-    assert claims.c6_learnable({"sweep": SWEEP, "learnable_starts": good}).answer == claims.HOLDS
+    assert claims.c6_learnable({"sweep": SHARP, "learnable_starts": good}).answer == claims.HOLDS
     low_tau = good[:2] + [entry(1.0, 0.82, final_tau=0.02)]                        # 0.2× the best τ
-    assert claims.c6_learnable({"sweep": SWEEP, "learnable_starts": low_tau}).answer == claims.FAILS
-    low_acc = [entry(0.01, 0.55, final_tau=0.07)] + good[1:]
-    v = claims.c6_learnable({"sweep": SWEEP, "learnable_starts": low_acc})
-    assert v.answer == claims.FAILS and "from 0.01" in v.evidence and "✗" in v.evidence
+    assert claims.c6_learnable({"sweep": SHARP, "learnable_starts": low_tau}).answer == claims.FAILS
+    low_acc = [entry(0.01, 0.55, final_tau=0.07)] + good[1:]                        # clearly below 83 ± 1 %
+    v = claims.c6_learnable({"sweep": SHARP, "learnable_starts": low_acc})
+    assert v.answer == claims.FAILS and "from 0.01" in v.evidence and "accuracy 55.0% ✗" in v.evidence
     with pytest.raises(ValueError, match="no learnable-τ runs"):
-        claims.c6_learnable({"sweep": SWEEP, "learnable_starts": []})
+        claims.c6_learnable({"sweep": SHARP, "learnable_starts": []})
+
+
+def test_c6_accuracy_below_one_spread_but_not_clearly_below_is_unclear():
+    near_miss = [entry(0.07, 0.80, std=0.04, final_tau=0.07)]                       # bar 82 %; gap 3 < 5 points
+    v = claims.c6_learnable({"sweep": SHARP, "learnable_starts": near_miss})
+    assert v.answer == claims.UNCLEAR and "accuracy 80.0% ?" in v.evidence
+
+
+def test_c6_tau_test_does_not_hang_on_which_of_two_tied_fixed_tau_wins():
+    starts = [entry(s, 0.86, std=0.05, final_tau=0.018) for s in (0.01, 0.07, 1.0)]   # 0.57× 0.0316, 0.18× 0.1
+    v = claims.c6_learnable({"sweep": TIED, "learnable_starts": starts})
+    assert v.answer == claims.UNCLEAR and "not clearly above τ = 0.0316 (80.0% ± 5.0%)" in v.evidence
+    assert "τ 0.018 (0.57× 0.0316, 0.18× 0.1 ?)" in v.evidence
+    swapped = TIED[:1] + [entry(0.0316, 0.87, std=0.05), entry(0.1, 0.80, std=0.05)] + TIED[3:]  # 0.0316 wins
+    assert claims.c6_learnable({"sweep": swapped, "learnable_starts": starts}).answer == claims.UNCLEAR
+    between = [entry(s, 0.86, std=0.05, final_tau=0.056) for s in (0.01, 0.07, 1.0)]  # within 2× of both
+    assert claims.c6_learnable({"sweep": TIED, "learnable_starts": between}).answer == claims.HOLDS
+    below_both = [entry(s, 0.86, std=0.05, final_tau=0.012) for s in (0.01, 0.07, 1.0)]
+    v = claims.c6_learnable({"sweep": TIED, "learnable_starts": below_both})
+    assert v.answer == claims.FAILS and "✗" in v.evidence
 
 
 def test_c6_pairs_each_start_with_the_best_fixed_tau_seed_by_seed():
-    # the best fixed τ is 0.1 (SWEEP); rows of seeds 0 and 1: a fixed run at 0.1, learnable runs from 0.07
+    # the best fixed τ is 0.1 (SHARP); rows of seeds 0 and 1: a fixed run at 0.1, learnable runs from 0.07
     rows = [dict(learnable=False, tau=0.1, seed=0, heldout_acc=0.90), dict(learnable=False, tau=0.1, seed=1, heldout_acc=0.80),
             dict(learnable=False, tau=0.01, seed=0, heldout_acc=0.40),                           # not the best τ: ignored
             dict(learnable=True, tau=0.07, seed=1, heldout_acc=0.78), dict(learnable=True, tau=0.07, seed=0, heldout_acc=0.85)]
     starts = [entry(0.07, 0.815, final_tau=0.07)]
-    v = claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}, rows)
-    assert "seed by seed: -5.0, -2.0 points" in v.evidence          # in seed order: 0.85 - 0.90, 0.78 - 0.80
-    assert v.answer == claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}).answer   # evidence only
-    assert "seed by seed" not in claims.c6_learnable({"sweep": SWEEP, "learnable_starts": starts}).evidence
+    v = claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}, rows)
+    # in seed order: 0.85 - 0.90, 0.78 - 0.80; their mean, and its standard error stdev / sqrt(2) = 2.12 / 1.41
+    assert "seed by seed: -5.0, -2.0 points; mean -3.5, standard error 1.5)" in v.evidence
+    assert v.answer == claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}).answer   # evidence only
+    assert "seed by seed" not in claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}).evidence
 
 
 def test_record_and_table_round_trip(tmp_path):

@@ -1,14 +1,25 @@
 """Lessons 06-08: every hand-built-vs-package equality the notebooks assert, and the exercise checkers."""
 
+import json
 import math
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from clipcourse import data, evaluate, loss, model, temperature, text, train
+from clipcourse import data, evaluate, exercises, loss, model, temperature, text, train
 from clipcourse.encoders import ImageEncoderConfig
 from clipcourse.exercises import lesson06, lesson07, lesson08
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _code_cells(name):
+    cells = json.loads(next(NOTEBOOKS.glob(f"{name}_*.ipynb")).read_text(encoding="utf-8"))["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
 
 
 def small_model(tok, seed=0):
@@ -109,7 +120,8 @@ def test_zero_shot_by_hand_is_the_package(zero_shot_setup):
     classes = evaluate.zero_shot_classifier(m, tok, names)
     assert torch.allclose(classes, prompt_features, atol=1e-6)
     acc_by_hand = ((img @ prompt_features.T).argmax(dim=1) == held.labels).float().mean().item()
-    assert acc_by_hand == evaluate.zero_shot_accuracy(img, classes, held.labels)
+    # the two class embeddings agree to atol 1e-6, not bit for bit: a near-tie may flip one picture
+    assert math.isclose(acc_by_hand, evaluate.zero_shot_accuracy(img, classes, held.labels), abs_tol=1 / len(held))
 
 
 def test_prompt_ensemble_by_hand_is_the_package(zero_shot_setup):
@@ -120,6 +132,38 @@ def test_prompt_ensemble_by_hand_is_the_package(zero_shot_setup):
     by_hand = F.normalize(per_template.mean(dim=1), dim=-1)
     assert torch.allclose(by_hand, evaluate.zero_shot_classifier(m, tok, names, templates=templates), atol=1e-6)
     assert lesson08.check_prompt_ensemble(lambda x: F.normalize(x.mean(dim=1), dim=-1)).passed
+
+
+ACCEPTED_ENSEMBLES = {
+    "torch": lambda x: F.normalize(x.mean(dim=1), dim=-1),
+    "numpy": lambda x: (lambda m: m / np.linalg.norm(m, axis=-1, keepdims=True))(x.numpy().mean(1)),
+    "float64": lambda x: F.normalize(x.double().mean(dim=1), dim=-1),
+}
+
+
+@pytest.mark.parametrize("variant", list(ACCEPTED_ENSEMBLES))
+def test_lesson08_compares_every_answer_its_checker_accepts(variant, capsys):
+    # the cell after the exercise must not crash on an answer the checker calls correct (numpy, float64)
+    answer = ACCEPTED_ENSEMBLES[variant]
+    assert lesson08.check_prompt_ensemble(answer).passed
+    [cell] = [c for c in _code_cells("08") if "same classifier as the package" in c]
+    per_template = F.normalize(torch.randn(48, 7, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    ensemble_classes = F.normalize(per_template.mean(dim=1), dim=-1)
+    exec(cell, {"answer": answer, "per_template": per_template, "ensemble_classes": ensemble_classes,
+                "exercises": exercises, "torch": torch})
+    assert capsys.readouterr().out == "same classifier as the package: True\n"
+
+
+TRAINED_CLAIMS = re.compile(r"claims\.c[1456]_\w+\(")        # C1, C4-C6: measured on trained models
+
+
+@pytest.mark.parametrize("lesson", ["06", "07", "08"])
+def test_lessons_print_the_trained_verdicts_and_never_assert_them(lesson):
+    # a verdict near its bar can come out "unclear" on another computer: the lesson must print it, not crash
+    for src in _code_cells(lesson):
+        if TRAINED_CLAIMS.search(src):
+            asserts = [line for line in src.splitlines() if line.lstrip().startswith("assert")]
+            assert not [a for a in asserts if re.search(r"claims\.(HOLDS|FAILS|UNCLEAR)|\.answer\b", a)], src
 
 
 def test_hard_negative_captions_by_hand(zero_shot_setup):
@@ -182,7 +226,8 @@ def test_lesson06_checker_diagnoses(diagnosis):
 @pytest.mark.parametrize("answer, expected", [
     (None, None), (math.exp(-3), True), (torch.tensor(math.exp(-3)), True),
     (3.0, "raw logit_scale"), (math.exp(3), "multiplier"), (1 / 3, "1/logit_scale"),
-    (math.log(3), "takes a logarithm"), (-0.2, "must be positive"), (0.3, "is not the τ"), ("0.05", "a number")])
+    (math.log(3), "takes a logarithm"), (-0.2, "must be positive"), (0.3, "is not the τ"), ("0.05", "a number"),
+    (np.float32(math.exp(-3)), True), (0.05, "too few digits"), (True, "a number")])
 def test_lesson07_temperature_checker(answer, expected):
     feedback = lesson07.check_temperature_from_logit_scale(answer)
     if expected in (None, True):
@@ -195,7 +240,8 @@ def test_lesson07_temperature_checker(answer, expected):
     (None, None), ((0.0, math.log(100)), True), ([0, math.log(100)], True),
     ((math.log(100), 0.0), "wrong order"), ((0.01, 1.0), "bounds on τ itself"), ((1.0, 0.01), "bounds on τ itself"),
     ((1, 100), "multiplier"), ((-math.log(100), 0.0), "log τ"), ((0, 2.0), "ln, not log10"),
-    ((0, 1), "not the range"), (5, "a pair")])
+    ((0, 1), "not the range"), (5, "a pair"), (np.array([0.0, math.log(100)], dtype=np.float32), True),
+    ((0, 4.55), "too few digits")])
 def test_lesson07_bounds_checker(answer, expected):
     feedback = lesson07.check_logit_scale_bounds(answer)
     if expected in (None, True):

@@ -1,11 +1,14 @@
 """Lesson 07 exercises: reading a logged logit_scale, and the clamp's bounds in logit_scale units.
 
-Both are about the one trap that catches everyone: CLIP stores log(1/τ), not τ.
+Both are about the one trap that catches everyone: CLIP stores log(1/τ), not τ. Both share one
+tolerance: within 0.2 % of the exact value is right (`_close`); within 2 % is the right idea rounded to too
+few digits, and the learner is asked to let Python compute it.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 from . import Feedback, correct, not_attempted, wrong
 
@@ -20,13 +23,18 @@ def _number(answer):
             return float(answer)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):   # numpy's float32 and int64 too
         return float(answer)
     return None
 
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=2e-3, abs_tol=1e-6)
+
+
+def _rounded(a: float, b: float) -> bool:
+    """Within 2 % but not `_close`: b rounded to too few digits."""
+    return math.isclose(a, b, rel_tol=0.02, abs_tol=1e-6)
 
 
 def check_temperature_from_logit_scale(answer) -> Feedback:
@@ -70,7 +78,7 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
     if _close(value, 0.07):
         return wrong("0.07 is the temperature CLIP *starts* from; the log shows where training has taken it.",
                      f"Read it from the logged value: τ = exp(-{s:g}).")
-    if math.isclose(value, tau, rel_tol=0.02):
+    if _rounded(value, tau):
         return wrong(f"{value:g} is τ = exp(-{s:g}) = {tau:.4f} rounded: right idea, too few digits to check.",
                      f"Let Python compute it: answer = math.exp(-{s:g}).")
     if _close(value, -s):
@@ -107,6 +115,9 @@ def check_logit_scale_bounds(answer) -> Feedback:
         return correct(f"logit_scale ∈ [0, ln 100 = {hi:.3f}] ⇔ 1/τ ∈ [1, 100] ⇔ τ ∈ [0.01, 1].")
     if _close(low, hi) and _close(high, lo):
         return wrong("right numbers, wrong order: low first.", "answer = (low, high).")
+    if _rounded(low, lo) and _rounded(high, hi):
+        return wrong(f"({low:g}, {high:g}) is (0, ln 100 = {hi:.4f}) rounded: right idea, too few digits to check.",
+                     "Let Python compute it: answer = (math.log(1 / 1.0), math.log(1 / 0.01)).")
     if {round(low, 4), round(high, 4)} == {0.01, 1.0}:
         return wrong("those are the bounds on τ itself; the question asks about logit_scale = log(1/τ).",
                      "Apply log(1/τ) to each bound (and mind which becomes the lower one).")
