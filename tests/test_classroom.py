@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from markdown_tables import table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -142,29 +143,12 @@ GUIDE = ROOT / "docs" / "instructor_guide.md"
 OWN_ESTIMATE = re.compile(r"\*\*(?:Estimated time|Time):\*\* (?:about )?(\d+) minutes")
 
 
-def _reading_tables(text: str) -> dict[str, dict[str, str]]:
-    """Each lesson's row of the guide's tables that have a "reading estimate" column, as {column: cell}."""
-    rows, header = {}, None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells if any(c.startswith("reading estimate") for c in cells) else []
-        elif header and re.match(r"\*?\*?\d\d\b", cells[0]):
-            lesson = re.match(r"\*?\*?(\d\d)", cells[0]).group(1)
-            assert lesson not in rows, f"the guide has two rows for lesson {lesson} with reading estimates"
-            rows[lesson] = dict(zip(header, cells))
-    return rows
-
-
 def test_the_guides_reading_estimates_are_the_lessons_counts():
     """Reading estimates go stale as lessons change (lesson 07's code lines once moved under a fixed guide):
     every lesson's row holds `reading-times`' count and the lesson's own estimate, the 00–08 total row their
     sums, and the pre-reading plan the 01–03 figures."""
     guide = GUIDE.read_text(encoding="utf-8")
-    rows = _reading_tables(guide)
+    rows = {k: v for k, v in table_rows(guide, "reading estimate").items() if k != "all"}
     assert sorted(rows) == [classroom.lesson_of(p) for p in NOTEBOOKS], sorted(rows)
     counts, own, stale = {}, {}, []
     for path in NOTEBOOKS:

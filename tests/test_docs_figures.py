@@ -7,10 +7,10 @@ swapped, and a laptop estimate off its own stated method).
 """
 
 import json
-import re
 from pathlib import Path
 
 import pytest
+from markdown_tables import table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -27,33 +27,13 @@ def _lessons(block: dict) -> dict[str, dict]:
 AUTO, F32 = _lessons(NOTEBOOKS), _lessons(NOTEBOOKS["float32"])
 
 
-def _table_rows(text: str, header_has: str) -> dict[str, dict[str, str]]:
-    """{lesson or 'all': {column: cell}} of every markdown table whose header has a column containing
-    `header_has`; a row belongs to a lesson when its first cell starts with the lesson's two digits."""
-    rows, header = {}, None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells if any(header_has in c for c in cells) else []
-        elif header and not set(cells[0]) <= set("-: "):
-            match = re.match(r"\**(\d\d)\b", cells[0])
-            key = match.group(1) if match else ("all" if cells[0].startswith("**all") else None)
-            if key:
-                assert key not in rows, f"two rows for {key} in the table headed {header}"
-                rows[key] = dict(zip(header, cells))
-    return rows
-
-
 def _round5(seconds: float) -> int:
     return int(5 * round(seconds / 5))
 
 
 def test_the_guides_machine_times_are_notebooks_json():
     stale = []
-    section2 = _table_rows(GUIDE, 'machine s, "auto"')
+    section2 = table_rows(GUIDE, 'machine s, "auto"')
     assert set(section2) == {f"{i:02d}" for i in range(9)} | {"all"}, sorted(section2)
     for lesson, row in section2.items():
         if lesson == "all":
@@ -70,7 +50,7 @@ def test_the_guides_machine_times_are_notebooks_json():
             "slower AVX2 laptop (estimate)": f"**≈ {_round5(sum(F32[k]['seconds'] for k in first) * LAPTOP_RATIO)} s**"}
     stale += [f"all {col}: {total[col]!r} does not start with {cell!r}" for col, cell in want.items()
               if not total[col].startswith(cell)]
-    section3 = _table_rows(GUIDE, "machine time")
+    section3 = table_rows(GUIDE, "machine time")
     assert set(section3) == {"09", "10", "11", "12"}, sorted(section3)
     for lesson, row in section3.items():
         cell = f"{AUTO[lesson]['seconds']:.1f} / {F32[lesson]['seconds']:.1f} s"
@@ -82,7 +62,7 @@ def test_the_guides_machine_times_are_notebooks_json():
 
 
 def test_the_readmes_lesson_table_is_notebooks_json():
-    rows = _table_rows(README, 'seconds, "auto"')
+    rows = table_rows(README, 'seconds, "auto"')
     assert set(rows) == set(AUTO) | {"all"}, sorted(rows)
     stale = []
     for lesson, row in rows.items():
