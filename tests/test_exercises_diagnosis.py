@@ -302,6 +302,10 @@ def test_similarity_matrix_right_and_not_attempted():
     assert lesson01.check_similarity_matrix(SIM.float(), IMG, TXT).passed
 
 
+def test_similarity_matrix_in_half_precision_is_called_low_precision_not_scaled():
+    _expect(lesson01.check_similarity_matrix(SIM.half(), IMG, TXT), "low precision")
+
+
 # --- lesson 02: check_heldout_combos and check_caption ---------------------------------------------
 
 def _heldout_cases():
@@ -335,6 +339,15 @@ def test_heldout_right_and_not_attempted():
     assert lesson02.check_heldout_combos(list(torch.tensor(held))).passed          # 0-d tensors, from list(tensor)
     assert lesson02.check_heldout_combos(np.array(held)).passed                    # numpy's integers
     assert lesson02.check_heldout_combos(list(np.array(held))).passed
+    mask = torch.zeros(data.NUM_COMBOS, dtype=torch.bool)
+    mask[held] = True
+    assert lesson02.check_heldout_combos(torch.where(mask)).passed                 # a tuple of one index tensor
+    assert lesson02.check_heldout_combos(np.nonzero(mask.numpy())).passed
+    assert lesson02.check_heldout_combos(mask.nonzero().tolist()).passed          # one-item rows, no flatten
+
+
+def test_caption_with_a_comma_passes():
+    assert lesson02.check_caption("a small, purple triangle at the top", SCENE).passed
 
 
 SCENE = torch.tensor([[4, 2, 0, 2, 1], [0, 0, 0, 0, 0]])      # a small purple triangle at the top

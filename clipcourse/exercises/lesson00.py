@@ -85,7 +85,8 @@ def check_cosine_similarity(answer, a=A, b=B) -> Feedback:
                      "(// instead of /, int(), round(), or integer vectors).",
                      "Use float vectors and / for the division.")
     if abs(value - cos) <= 1e-2:
-        return wrong(f"close ({value:.4f}), but rounded too much.", "Keep at least three decimals.")
+        return wrong(f"close ({value:.4f}), but rounded too much, or computed in low precision (bfloat16).",
+                     "Keep at least three decimals, in float32.")
     if not -1.0 <= value <= 1.0:
         return wrong(f"{value:.4g} is outside [-1, 1], where every cosine similarity lies.",
                      "Divide the dot product by the product of the two lengths.")

@@ -16,6 +16,12 @@ def _combo_ids(answer) -> tuple[set[int] | None, str]:
     if isinstance(answer, dict):
         return None, ("a dict: its keys are every combination you counted; the answer is only those whose "
                       "count is zero, as a list")
+    if isinstance(answer, tuple) and len(answer) == 1 and getattr(answer[0], "ndim", 0) == 1:
+        answer = answer[0]                        # torch.where(mask) / np.nonzero(mask): a tuple of one index array
+    if hasattr(answer, "__array__") and not isinstance(answer, torch.Tensor):
+        answer = torch.as_tensor(answer)          # a numpy array: as a tensor
+    if isinstance(answer, list) and answer and all(isinstance(i, list) and len(i) == 1 for i in answer):
+        answer = [i[0] for i in answer]           # mask.nonzero().tolist(): one-item rows, [[1], [5], ...]
     if isinstance(answer, torch.Tensor):
         if answer.dtype == torch.bool:
             return None, ("a mask of True/False values; turn it into the ids where it is True: "
@@ -133,6 +139,7 @@ def check_caption(answer, scene) -> Feedback:
         return wrong("an empty caption.", "Name at least the colour and the shape, e.g. 'a red circle'.")
     full_stop = answer.strip().endswith((".", "!"))
     answer = answer.strip().rstrip(".! ")          # a sentence's full stop is fine; ShapesWorld writes none
+    answer = " ".join(answer.replace(",", " ").split())   # so is a comma ("a small, purple triangle")
     if any(ch.isdigit() for ch in answer):
         return wrong("the caption contains digits: those are the scene's indices, not words.",
                      "Look each index up: data.COLOR_NAMES[colour], data.SHAPES[shape], data.SIZES[size].")
