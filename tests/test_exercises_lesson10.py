@@ -161,6 +161,8 @@ WRONG = {
     "no gather": (lambda i, t, ai, at, tau, r: reference(i, t, i, t, tau, 0), "only the local pairs"),
     "whole batch": (lambda i, t, ai, at, tau, r: reference(ai, at, ai, at, tau, 0), "local_loss=False"),
     "no tau": (lambda i, t, ai, at, tau, r: reference(i, t, ai, at, 1.0, r), "divide by τ"),
+    "the notebook's tau": (lambda i, t, ai, at, tau, r: reference(i, t, ai, at, 0.07, r), "global tau"),
+    "the notebook's B": (_labels(lambda r, b: r * 8 + torch.arange(b)), "global B"),
     "image to text only": (lambda i, t, ai, at, tau, r: F.cross_entropy(i @ at.T / tau, r * len(i) + torch.arange(len(i))),
                            "only one direction: image→text"),
     "text to image only": (lambda i, t, ai, at, tau, r: F.cross_entropy(t @ ai.T / tau, r * len(i) + torch.arange(len(i))),

@@ -128,6 +128,7 @@ def _reference_grads(img, txt, tau, rank, per_process):
     return [t.grad for t in tensors]
 
 
+NOTEBOOK_B = 8       # lesson 10's pairs per process: a learner's function may read it instead of its arguments
 GRADIENT_NAMES = ("this process's image features (local, plus its rows of the gathered ones)",
                   "this process's caption features (local, plus its rows of the gathered ones)",
                   "the other processes' rows of the gathered image features",
@@ -243,6 +244,8 @@ def _diagnose(value, expected, img, txt, tau, rank, processes, per_process) -> F
          "the same number in every process. This exercise asks for this process's share, its B rows.",
          "Use the local features for the rows and the gathered ones for the columns."),
         (two(img, txt, right, t=1.0), "you forgot to divide by τ.", "logits = similarities / temperature."),
+        (two(img, txt, right, t=0.07), f"the logits are divided by τ = 0.07, not by the temperature the function "
+         f"was given ({tau}): the notebook's global tau?", "Use the temperature argument, not a variable from outside."),
         (ce(li @ txt.T / tau, right).item(), "only one direction: image→text.",
          "Add the text→image half: text_features @ all_image_features.T, the same labels; average the two."),
         (ce(lt @ img.T / tau, right).item(), "only one direction: text→image.",
@@ -257,6 +260,11 @@ def _diagnose(value, expected, img, txt, tau, rank, processes, per_process) -> F
          "the image→text half compares the images with the local captions only.",
          "Use all_text_features for it: each local image picks its caption among all W·B."),
     ]
+    fixed = rank * NOTEBOOK_B + arange                  # labels from the notebook's B = 8, not this call's B
+    if b != NOTEBOOK_B and int(fixed.max()) < len(img):
+        mistakes.append((two(img, txt, fixed), f"the labels use B = {NOTEBOOK_B}, but this call has {b} pairs per "
+                         f"process {where}: the notebook's global B?",
+                         "Take B from the arguments: B = len(image_features); labels = rank * B + torch.arange(B)."))
     for target, message, hint in mistakes:
         if close(value, target):
             return wrong(message, hint)
