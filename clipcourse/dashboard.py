@@ -7,8 +7,9 @@ axes and asks the canvas to redraw. Nothing is rebuilt, so an update costs a few
 How the picture reaches you depends on the matplotlib backend:
 
 - inline (the default in Jupyter): the figure is displayed once with a display handle and the
-  handle is updated in place every `every` steps; at the end ONE static figure stays in the cell,
-  which is what readers of the notebook (and nbval) see.
+  handle is updated in place every `every` steps; at the end (or when Ctrl-C or a divergence stops
+  training: then at its last step) ONE static figure stays in the cell, which is what readers of the
+  notebook (and nbval) see.
 - ipympl (`%matplotlib widget`): the canvas widget is displayed once and redrawn in place.
 - outside a notebook (scripts, tests): nothing is displayed; `dashboard.figure` is there to save.
 
@@ -181,3 +182,6 @@ class TrainingDashboard(Callback):
     def on_train_end(self, state: TrainState) -> None:
         self._update_artists(state)
         self._refresh()                         # the last frame is the static figure left behind
+
+    def on_interrupt(self, state: TrainState) -> None:
+        self.on_train_end(state)                # Ctrl-C or a divergence: the last frame shows the last step

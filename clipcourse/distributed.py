@@ -125,21 +125,29 @@ class GatherFeatures(nn.Module):
 
     `train.train(GatherFeatures(DistributedDataParallel(model)), ...)` then computes `clip_loss`
     over the global batch in every process. Every process's loss is the same number, so they agree
-    on the logged loss and on stopping if it diverges. `temperature` is the wrapped model's, so
-    train's clamp finds it. Not for `hard_negative_tokens`, whose extra captions would be gathered
-    in between the pairs.
+    on the logged loss and on stopping if it diverges. `temperature` and `logit_bias` are the wrapped
+    model's, so train's clamp and `TrainConfig(loss="siglip")` find them. Not for `hard_negative_tokens`,
+    whose extra captions would be gathered in between the pairs.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    @property
-    def temperature(self) -> nn.Module:
+    def _inner(self) -> nn.Module:
         inner = self.model
         while hasattr(inner, "module") and isinstance(inner.module, nn.Module):   # DDP keeps it in .module
             inner = inner.module
-        return inner.temperature
+        return inner
+
+    @property
+    def temperature(self) -> nn.Module:
+        return self._inner().temperature
+
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        """SigLIP's bias b of the wrapped model (None for CLIP): its sigmoid loss works on the global batch too."""
+        return getattr(self._inner(), "logit_bias", None)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         image_features, text_features, temperature = self.model(images, tokens)    # (B, D), (B, D), ()

@@ -121,6 +121,27 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
     )
 
 
+class SweepInterrupted(train.TrainingInterrupted):
+    """Ctrl-C stopped a sweep: `rows` holds the rows of the runs that had finished, in the order of the runs.
+
+    A KeyboardInterrupt and a TrainingInterrupted, as the caller expects of Ctrl-C; `history` is the
+    interrupted run's when it trained in this process (workers=1), else None. Worker processes are
+    stopped, and waited for, before it is raised.
+    """
+
+    def __init__(self, message: str, rows: list[dict], history: train.History | None = None):
+        super().__init__(message, history)
+        self.rows = rows
+
+
+class SweepFailed(RuntimeError):
+    """A run of a sweep raised (its error is this one's __cause__): `rows` holds the runs that had finished."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
 class RunProgress:
     """One line under the cell that counts a sweep's finished runs and estimates the time left (lesson 07).
 
@@ -163,7 +184,8 @@ class RunProgress:
 # Each worker is a fresh Python process ("spawn") with one CPU thread, taking runs from a queue until
 # it gets None. A run's callbacks stay in the calling process (a live dashboard must draw there); the
 # worker relays what they would have seen, step by step, and the caller replays it to them. The caller
-# alone handles Ctrl-C: it stops every worker, and waits for them to end, before raising it.
+# alone handles Ctrl-C: it stops every worker, and waits for them to end, before raising it (as
+# SweepInterrupted, with the rows that came back: `_run_all`).
 
 _results = None                            # the queue back to the caller, in a worker process
 
@@ -183,6 +205,7 @@ class _Relay(train.Callback):
     def on_step_end(self, state): self._send("on_step_end", state)
     def on_evaluate(self, state): self._send("on_evaluate", state)
     def on_train_end(self, state): self._send("on_train_end", state)
+    def on_diverge(self, state): self._send("on_diverge", state)   # then the run's TrainingDiverged
 
 
 def _worker(tasks, results, threads: int | None) -> None:
@@ -230,8 +253,9 @@ def _dead_worker_message(process, running: dict[int, int], jobs: list[dict]) -> 
     return f"a worker process exited with code {process.exitcode} {doing}: {hint}"
 
 
-def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int,
-                  progress: RunProgress | None = None) -> list[dict]:
+def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int, progress: RunProgress | None,
+                  order: list[int], rows: dict[int, dict]) -> None:
+    """Train `jobs` in `workers` processes, handed out in `order`; put each run's row in `rows` as it comes back."""
     ctx = multiprocessing.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     tasks.cancel_join_thread()           # never wait at exit to hand runs to workers that are gone
@@ -241,13 +265,13 @@ def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int,
                                                            lr=setup.lr, seed=run["seed"], device=setup.device))
               for k, run in enumerate(jobs) if watchers[k]}
     # the watched runs first, so that the dashboard moves from the start
-    for k in sorted(range(len(jobs)), key=lambda k: not watchers[k]):
+    for k in sorted(order, key=lambda k: not watchers[k]):
         tasks.put((k, setup, jobs[k], bool(watchers[k])))
     for _ in range(workers):
         tasks.put(None)                  # one "no more runs" for each worker
     processes = [ctx.Process(target=_worker, args=(tasks, results, setup.threads), daemon=True)
                  for _ in range(workers)]
-    rows, running = {}, {}               # running: worker pid -> the run it took last
+    running = {}                         # worker pid -> the run it took last
     try:
         for process in processes:
             process.start()
@@ -284,6 +308,36 @@ def _run_parallel(setup: _Setup, jobs: list[dict], callbacks, workers: int,
                 process.join()
         results.close()
         tasks.close()
+
+
+def _run_all(setup: _Setup, jobs: list[dict], callbacks, workers: int, progress: RunProgress | None = None,
+             order: Sequence[int] | None = None) -> list[dict]:
+    """Train every run of `jobs`, `workers` at a time, started in `order`; return their rows in jobs' order.
+
+    Never loses finished runs: Ctrl-C raises SweepInterrupted, and a failing run SweepFailed, each
+    holding the rows of the runs that had finished.
+    """
+    order = list(range(len(jobs))) if order is None else list(order)
+    rows: dict[int, dict] = {}
+
+    def finished() -> list[dict]:
+        return [rows[k] for k in sorted(rows)]
+
+    try:
+        if workers > 1:
+            _run_parallel(setup, jobs, callbacks, workers, progress, order, rows)
+        else:
+            for k in order:
+                rows[k] = _run(setup, jobs[k], callbacks(jobs[k]) if callbacks else None)
+                if progress is not None:
+                    progress.run_done()
+    except KeyboardInterrupt as stop:
+        raise SweepInterrupted(f"Ctrl-C: the sweep stopped with {len(rows)} of {len(jobs)} runs finished; their "
+                               "rows are in this exception's .rows", finished(),
+                               getattr(stop, "history", None)) from stop
+    except Exception as error:
+        raise SweepFailed(f"a run failed ({type(error).__name__}: {error}); the {len(rows)} of {len(jobs)} runs "
+                          "that had finished are in this exception's .rows", finished()) from error
     return [rows[k] for k in range(len(jobs))]
 
 
@@ -380,6 +434,8 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     is: each run is seeded on its own. With workers > 1, callbacks watch (they get each step's
     numbers; `state.model` is None and `state.stop` is ignored).
     With `progress`, a line counts the finished runs and estimates the time left (`RunProgress`).
+    Ctrl-C raises SweepInterrupted (a KeyboardInterrupt), and a run that fails SweepFailed (a
+    RuntimeError, from the run's error); both keep the finished runs' rows in `.rows`.
     With `keep_features`, each row also holds "features": the held-out images' and captions' features
     after training (image, text) and before it (image_init, text_init), the 48 class prompts' features
     (classes), the held-out labels (numpy arrays; torch.as_tensor turns them back) and captions (lesson 12
@@ -410,15 +466,7 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     jobs = [dict(run, seed=int(seed)) for seed in seeds for run in runs]
     chosen = workers is not None
     workers = _fit_in_memory(setup, min(len(jobs), workers or default_workers(device, threads)), chosen)
-    bar = RunProgress(len(jobs), workers) if progress else None
-    if workers > 1:
-        return _run_parallel(setup, jobs, callbacks, workers, progress=bar)
-    rows = []
-    for run in jobs:
-        rows.append(_run(setup, run, callbacks(run) if callbacks else None))
-        if bar is not None:
-            bar.run_done()
-    return rows
+    return _run_all(setup, jobs, callbacks, workers, RunProgress(len(jobs), workers) if progress else None)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

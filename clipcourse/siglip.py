@@ -45,6 +45,8 @@ def compare(batch_sizes: Sequence[int] = (8, 32, 128), seeds: Sequence[int] = (0
     final_tau, tau_trajectory, ...; SigLIP rows also final_bias. `bias_starts` adds SigLIP runs whose b
     starts elsewhere (e.g. 0.0, no bias start), at `bias_batch_size` (default: the middle batch size).
     t and b learn at `temperature_lr` (a learning rate of their own, as in lesson 07), the weights at `lr`.
+    As `experiments.sweep`, Ctrl-C raises `experiments.SweepInterrupted` and a failing run
+    `experiments.SweepFailed`, both with the finished runs' rows in `.rows`.
     """
     batch_sizes = [int(b) for b in batch_sizes]
     if not batch_sizes:
@@ -70,15 +72,7 @@ def compare(batch_sizes: Sequence[int] = (8, 32, 128), seeds: Sequence[int] = (0
     chosen = workers is not None
     workers = experiments._fit_in_memory(
         setup, min(len(jobs), workers or experiments.default_workers(device, threads)), chosen)
-    ordered = [jobs[k] for k in order]
-    if workers > 1:
-        rows = experiments._run_parallel(setup, ordered, None, workers)
-    else:
-        rows = [experiments._run(setup, job, None) for job in ordered]
-    back = [None] * len(jobs)
-    for k, row in zip(order, rows):
-        back[k] = row
-    return back
+    return experiments._run_all(setup, jobs, None, workers, order=order)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

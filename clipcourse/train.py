@@ -9,9 +9,10 @@ model's `logit_bias`, lesson 09) -> backward -> AdamW step ->
 clamp the learnable temperature (as open_clip does, after every optimiser step).
 
 A step is all or nothing. A non-finite loss or gradient stops training before the optimiser step
-and puts back what the forward pass changed (BatchNorm's running statistics); Ctrl-C is taken at the
-end of a step. Either way the model, the history and the last checkpoint describe the same step,
-and `train(..., resume=checkpoint)` continues a run exactly as if it had never stopped.
+and puts back what the forward pass changed (BatchNorm's running statistics, the batch order, the random
+state); Ctrl-C is taken at the end of a step. Either way callbacks hear it (`on_diverge`, `on_interrupt`:
+`Checkpoint` saves, `ProgressBar` closes), so the model, the history and the last checkpoint describe
+the same step, and `train(..., resume=checkpoint)` continues a run exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class Callback:
     def on_train_end(self, state: TrainState) -> None: ...
     def on_interrupt(self, state: TrainState) -> None: ...   # Ctrl-C, at the end of a completed step
 
+    def on_diverge(self, state: TrainState) -> None:
+        """A NaN or infinite loss or gradient: `state` is the last completed step, the failed one undone."""
+        self.on_interrupt(state)          # by default, what Ctrl-C does: Checkpoint saves, ProgressBar closes
+
 
 class History(Callback):
     """Records loss, τ and in-batch accuracy every step, and every evaluation's metrics."""
@@ -183,9 +188,13 @@ class ProgressBar(Callback):
         self.bar.update(state.step - self.bar.n)
         self.bar.close()
 
+    def on_interrupt(self, state: TrainState) -> None:
+        self.on_train_end(state)           # stopped early: show the last step, then close
+
 
 class Checkpoint(Callback):
-    """Saves the run to `path` every `every` steps, at the end, and when Ctrl-C stops it (see checkpoint.py)."""
+    """Saves the run to `path` every `every` steps, at the end, and when Ctrl-C or a divergence stops it
+    (then the last completed step; see checkpoint.py)."""
 
     def __init__(self, path: str | os.PathLike, every: int = 100):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -204,11 +213,14 @@ class Checkpoint(Callback):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: float | None = None) -> list[dict]:
-    """AdamW groups as open_clip makes them: decay weight matrices; not biases, norms, τ.
+    """AdamW groups as open_clip makes them: decay weight matrices; not biases, norms, τ, the class token.
 
-    With `temperature_lr`, logit_scale gets a third group of its own with that learning rate
-    (and no weight decay), so τ can travel further than the weights' learning rate allows. A SigLIP
-    model's logit_bias joins it: b, like t, is one number that must travel far (lesson 09).
+    open_clip leaves out of weight decay every parameter with fewer than 2 dimensions, and those named
+    bias, ln, bn or logit_scale. Its ViT class token is 1-D; ours (`visual.cls`) is (1, 1, W), so it is
+    left out by name. With `temperature_lr`, logit_scale gets a third group of its own with that learning
+    rate (and no weight decay), so τ can travel further than the weights' learning rate allows. A SigLIP
+    model's logit_bias joins it: b, like t, is one number that must travel far (lesson 09). Names are
+    matched by their ending, so a wrapped model (DDP's `module.logit_bias`) gets the same groups.
     """
     if temperature_lr is not None and not temperature_lr > 0:
         raise ValueError(f"temperature_lr must be positive (or None), got {temperature_lr}")
@@ -216,10 +228,11 @@ def parameter_groups(model: nn.Module, weight_decay: float, temperature_lr: floa
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if temperature_lr is not None and ("logit_scale" in name or name == "logit_bias"):
+        if temperature_lr is not None and ("logit_scale" in name or name.endswith("logit_bias")):
             tau.append(p)
             continue
-        exclude = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name or "ln" in name
+        exclude = (p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name or "ln" in name
+                   or name.endswith("visual.cls"))          # the ViT class token: 1-D in open_clip
         (no_decay if exclude else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
@@ -364,11 +377,21 @@ def _diverged_message(what: str, step: int, cfg: TrainConfig, temperature: float
             f"of a custom layer or in the data.")
 
 
+def _find(model: nn.Module, name: str) -> Any:
+    """model.<name>, or that of the model inside: DDP keeps it in .module, GatherFeatures in .model (lesson 10)."""
+    while getattr(model, name, None) is None:
+        wrapped = [getattr(model, a) for a in ("module", "model") if isinstance(getattr(model, a, None), nn.Module)]
+        if not wrapped:
+            return None
+        model = wrapped[0]
+    return getattr(model, name)
+
+
 def _check_loss(loss: str, model: nn.Module) -> None:
     """TrainConfig.loss names a loss this model can be trained with: SigLIP needs the model's bias."""
     if loss not in ("clip", "siglip"):
         raise ValueError(f"loss must be 'clip' or 'siglip', got {loss!r}")
-    bias = getattr(model, "logit_bias", None)
+    bias = _find(model, "logit_bias")
     if loss == "siglip" and bias is None:
         raise ValueError("loss='siglip' adds a learnable bias to every logit, and this model has none: build it "
                          "with build_model(tokenizer, temperature=0.1, logit_bias=-10.0) (lesson 09)")
@@ -409,7 +432,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     and config; training continues from its step exactly as the first run would have.
     Raises TrainingDiverged, naming the step, if the loss or the gradients stop being finite, and
     TrainingInterrupted (a KeyboardInterrupt) at the end of the step during which Ctrl-C was pressed;
-    both carry the history so far, and leave the model as it was after the last completed step.
+    both carry the history so far, and leave the model as it was after the last completed step, which
+    callbacks hear first (`on_diverge`, `on_interrupt`).
     `hard_negative_tokens` (N, L): one wrong caption per pair, added to its image's row of the loss
     (NegCLIP, `clip_loss_with_hard_negatives`, lesson 11).
     """
@@ -448,8 +472,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
         group["peak_lr"] = group["lr"]                          # each group follows the schedule from its peak
     state = TrainState(model, optimizer, cfg, history=history,
                        batches=BatchOrder(len(images), cfg.batch_size, cfg.seed))
-    inner = getattr(model, "module", model)                     # DistributedDataParallel keeps it in .module
-    clamp = getattr(getattr(inner, "temperature", None), "clamp_", lambda: None)
+    clamp = getattr(_find(model, "temperature"), "clamp_", lambda: None)
+    bias = _find(model, "logit_bias")                          # SigLIP's b (lesson 09)
 
     evaluated_at = -1
     # The model's own randomness (dropout, if it has any) draws from torch's global generator: seed
@@ -481,6 +505,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 and state.step % cfg.eval_every == 0 and evaluated_at != state.step):
             run_evaluation()                  # the checkpoint was written just before this evaluation
         while state.step < cfg.steps and not state.stop:
+            batch_order = state.batches.generator.get_state(), state.batches.perm  # put back if the step diverges
             idx = state.batches.indices(state.step)                 # (B,)
             x = to_float(images[idx].to(device))                    # (B, 3, H, W)
             t = tokens[idx].to(device)                              # (B, L)
@@ -488,6 +513,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 t = torch.cat([t, hard_negative_tokens[idx].to(device)])
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * _schedule(state.step, cfg)
+            rng = torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
             buffers = [b.clone() for b in model.buffers()]          # BatchNorm's running statistics, ...
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 image_features, text_features, temperature = model(x, t)  # ... which this updates
@@ -495,7 +521,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 text_features, negative_features = text_features[:len(idx)], text_features[len(idx):]
                 loss = clip_loss_with_hard_negatives(image_features, text_features, negative_features, temperature)
             elif cfg.loss == "siglip":                              # logits in float32 either way
-                loss = siglip_loss(image_features, text_features, temperature, model.logit_bias)
+                loss = siglip_loss(image_features, text_features, temperature, bias)
             else:
                 loss = clip_loss(image_features, text_features, temperature)
             optimizer.zero_grad(set_to_none=True)
@@ -510,6 +536,11 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 with torch.no_grad():
                     for b, saved in zip(model.buffers(), buffers):
                         b.copy_(saved)
+                torch.set_rng_state(rng[0])                         # dropout's draws, a new epoch's shuffle
+                if rng[1] is not None:
+                    torch.cuda.set_rng_state(rng[1], device)
+                state.batches.generator.set_state(batch_order[0])
+                state.batches.perm = batch_order[1]
                 raise TrainingDiverged(_diverged_message(problem, state.step, cfg,
                                                          float(temperature.detach()), dtype), history)
             optimizer.step()
@@ -534,6 +565,10 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     except TrainingInterrupted:
         for cb in callbacks:
             cb.on_interrupt(state)                                  # e.g. Checkpoint saves this step
+        raise
+    except TrainingDiverged:
+        for cb in callbacks:
+            cb.on_diverge(state)                                    # the last good step: Checkpoint saves it
         raise
     finally:
         interrupt.restore()

@@ -96,6 +96,23 @@ def test_inline_mode_displays_once_and_updates_the_handle(monkeypatch):
     assert all(u is dash.figure for u in dash.handle.updates)
 
 
+@pytest.mark.parametrize("event", ["on_interrupt", "on_diverge"])
+def test_a_run_stopped_early_redraws_its_last_step(event):
+    """Ctrl-C (or a divergence) after step 13 of a dashboard drawn every 10 steps: the last frame left in
+    the cell shows step 13, not the stale step 10."""
+    dash = TrainingDashboard(every=10, mode="none")
+    state = train.TrainState(model=None, optimizer=None, config=train.TrainConfig(steps=30))
+    dash.on_train_start(state)
+    for step in range(1, 14):
+        state.step, state.loss, state.temperature, state.accuracy = step, 4.0 / step, 0.07, step / 30
+        dash.on_step_end(state)
+    draws = dash.draws
+    getattr(dash, event)(state)
+    assert dash.draws == draws + 1
+    assert list(dash.lines["loss"].get_data()[0]) == list(range(1, 14))
+    assert "step 13/30" in dash.figure.get_suptitle()
+
+
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="every"):
         TrainingDashboard(every=0)

@@ -83,6 +83,7 @@ def test_gather_features_exposes_the_inner_temperature():
     model, images, tokens = distributed.demo_model_and_batch(4)
     wrapped = distributed.GatherFeatures(model)
     assert wrapped.temperature is model.temperature
+    assert wrapped.logit_bias is None is model.logit_bias                 # a CLIP model: no bias
     out, ref = wrapped(images, tokens), model(images, tokens)
     assert all(torch.equal(a, b) for a, b in zip(out, ref))   # one process: nothing to gather
 
@@ -205,6 +206,44 @@ def test_train_clamps_the_temperature_of_a_ddp_model(tmp_path):
     finally:
         dist.destroy_process_group()
     assert abs(float(model.temperature().detach()) - 0.01) < 1e-6
+
+
+def test_train_finds_the_siglip_bias_of_a_ddp_model_and_gives_it_the_temperature_lr(tmp_path):
+    """GatherFeatures(DDP(model)) with the sigmoid loss (lesson 09): train finds the bias two wrappers down,
+    its group of its own holds it (named module.logit_bias under DDP), and one process trains as without DDP."""
+    import copy
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from clipcourse.encoders import ImageEncoderConfig
+    from clipcourse.model import build_model
+    from clipcourse.text import Tokenizer
+
+    _, images, tokens = _uint8_batch(8)
+    model = build_model(Tokenizer.for_shapesworld(), seed=0, temperature=0.1, logit_bias=-10.0,
+                        image=ImageEncoderConfig(kind="vit", vit_width=48, vit_layers=1))
+    plain = copy.deepcopy(model)
+    cfg = train.TrainConfig(steps=2, batch_size=8, warmup_steps=1, precision="float32", device="cpu",
+                            loss="siglip", temperature_lr=0.3)
+    groups = []
+
+    class Groups(train.Callback):
+        def on_train_start(self, state):
+            groups.extend(state.optimizer.param_groups)
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        wrapped = distributed.GatherFeatures(DistributedDataParallel(model))
+        assert wrapped.logit_bias is model.logit_bias
+        _, history = train.train(wrapped, images, tokens, cfg, progress=False, callbacks=[Groups()])
+    finally:
+        dist.destroy_process_group()
+    assert {id(p) for p in groups[2]["params"]} == {id(model.logit_bias), id(model.logit_scale)}
+    assert groups[2]["peak_lr"] == 0.3
+    _, alone = train.train(plain, images, tokens, cfg, progress=False)
+    assert history.as_dict() == alone.as_dict()
+    assert model.logit_bias.item() == plain.logit_bias.item() != -10.0
 
 
 def test_train_refuses_a_ddp_model_built_on_another_device(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from clipcourse import claims, experiments
+from clipcourse import claims, experiments, train
 from clipcourse.temperature import INIT_TEMPERATURE
 
 SMALL = dict(steps=3, n_train=192, n_heldout=48, batch_size=32, widths=(8, 16), device="cpu")
@@ -112,8 +112,11 @@ def test_callbacks_see_every_step_in_order_from_worker_processes_too(workers):
 
 
 def test_an_error_in_a_worker_reaches_the_caller():
-    with pytest.raises(ValueError, match="resolution must be at least 16"):
+    with pytest.raises(experiments.SweepFailed, match="resolution must be at least 16") as info:
         experiments.sweep([0.1], seeds=[0, 1], workers=2, **{**SMALL, "resolution": 8})
+    assert isinstance(info.value.__cause__, ValueError)              # the run's own error, with its traceback
+    assert "in the worker process training" in str(info.value.__cause__.__cause__)
+    assert info.value.rows == []
 
 
 @pytest.mark.parametrize("change,match", [
@@ -210,6 +213,69 @@ def test_ctrl_c_during_a_sweep_leaves_no_worker_process():
             os.kill(pid, 0)
 
 
+# Ctrl-C or a failed run must not lose the runs that finished: the exception carries their rows.
+
+class StopInSecondRun(train.Callback):
+    """Raises `error` at step 2 of the second run it watches (Ctrl-C, or a crash, in the middle of a run)."""
+
+    runs = 0
+
+    def __init__(self, error):
+        self.error = error
+
+    def on_train_start(self, state):
+        StopInSecondRun.runs += 1
+
+    def on_step_end(self, state):
+        if StopInSecondRun.runs == 2 and state.step == 2:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), train.TrainingInterrupted("Ctrl-C", train.History())])
+def test_ctrl_c_in_a_sweep_keeps_the_finished_runs(rows, error, monkeypatch):
+    """workers=1: the runs train here; Ctrl-C reaches them as TrainingInterrupted (at the end of a step) or
+    as a bare KeyboardInterrupt. Either way the finished runs' rows travel with the exception, which is
+    both a KeyboardInterrupt and a TrainingInterrupted."""
+    monkeypatch.setattr(StopInSecondRun, "runs", 0)
+    with pytest.raises(experiments.SweepInterrupted, match="1 of 2 runs") as info:
+        experiments.sweep([0.05, 0.5], seeds=[0], learnable=False, workers=1,
+                          callbacks=lambda run: [StopInSecondRun(error)], **SMALL)
+    assert isinstance(info.value, KeyboardInterrupt) and isinstance(info.value, train.TrainingInterrupted)
+    assert info.value.rows == [rows[0]]
+    assert info.value.__cause__ is error
+    assert info.value.history is getattr(error, "history", None)
+
+
+def test_a_failed_run_keeps_the_finished_runs(rows, monkeypatch):
+    monkeypatch.setattr(StopInSecondRun, "runs", 0)
+    with pytest.raises(experiments.SweepFailed, match="boom") as info:
+        experiments.sweep([0.05, 0.5], seeds=[0], learnable=False, workers=1,
+                          callbacks=lambda run: [StopInSecondRun(ValueError("boom"))], **SMALL)
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value.__cause__, ValueError)
+    assert info.value.rows == [rows[0]]
+
+
+def test_ctrl_c_in_a_parallel_sweep_keeps_the_finished_runs_and_no_worker(rows):
+    """Two workers, three runs: the third starts once a run has finished; Ctrl-C then (raised by a watching
+    callback in this process, as Ctrl-C would be) keeps that run's row and leaves no worker behind."""
+    import multiprocessing
+
+    starts = []
+
+    class CtrlCAtThirdStart(train.Callback):
+        def on_train_start(self, state):
+            starts.append(state.step)
+            if len(starts) == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(experiments.SweepInterrupted) as info:
+        experiments.sweep([0.05, 0.5], seeds=[0], workers=2, callbacks=lambda run: [CtrlCAtThirdStart()], **SMALL)
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert 1 <= len(info.value.rows) <= 2
+    assert all(row in rows[:3] for row in info.value.rows)
+    assert multiprocessing.active_children() == []
+
+
 def test_a_script_without_a_main_guard_fails_clearly_instead_of_respawning_forever(tmp_path):
     """Each spawned worker imports the calling script again; without `if __name__ == "__main__":` the
     script would call sweep again in every worker. Python refuses that in the worker; the sweep must
@@ -275,7 +341,11 @@ def test_automatic_workers_shrink_to_what_fits(monkeypatch):
     calls = []
     monkeypatch.setattr(experiments, "available_memory", lambda: 200 * 2**20)
     monkeypatch.setattr(experiments, "default_workers", lambda device, threads: 4)
-    monkeypatch.setattr(experiments, "_run_parallel", lambda *args, **kwargs: calls.append(args[-1]))
+    def parallel(setup, jobs, callbacks, workers, progress, order, rows):
+        calls.append(workers)
+        rows.update({k: dict(jobs[k]) for k in order})
+
+    monkeypatch.setattr(experiments, "_run_parallel", parallel)
     monkeypatch.setattr(experiments, "_run", lambda setup, run, callbacks: dict(run))
     rows = experiments.sweep([0.1, 0.2], seeds=[0, 1], **SMALL)      # 4 workers would need 1.6 GiB
     assert calls == [] and len(rows) == 6                           # so one run at a time, here
@@ -359,5 +429,5 @@ def test_the_nbval_sanitize_rule_covers_every_state_of_the_progress_line():
     for done in (0, 1, 23, 24):
         bar.done = done
         states.append(re.sub(regex, replace, bar.text()))
-    assert states == ["runs done: PROGRESS"] * 4
+    assert states == ["runs done: PROGRESS of 24"] * 4                 # the total stays compared
     assert re.sub(regex, replace, "held-out 76.6%, 24 of 24") == "held-out 76.6%, 24 of 24"

@@ -56,6 +56,14 @@ def test_bias_and_logit_scale_are_not_decayed(tok):
     assert groups[2]["weight_decay"] == 0.0 and groups[2]["lr"] == 0.3
 
 
+def test_under_ddp_the_bias_still_joins_the_temperature_group(tok):
+    m = _tiny(tok, temperature=0.1, logit_bias=-10.0)
+    wrapped = torch.nn.ModuleDict({"module": m})                # named as DDP names it: module.logit_bias
+    groups = train.parameter_groups(wrapped, weight_decay=0.05, temperature_lr=0.3)
+    assert {id(p) for p in groups[2]["params"]} == {id(m.logit_bias), id(m.logit_scale)}
+    assert not any(p is m.logit_bias for g in groups[:2] for p in g["params"])
+
+
 def test_bias_start_sets_who_dominates_the_initial_loss():
     g = torch.Generator().manual_seed(0)
     img = torch.nn.functional.normalize(torch.randn(32, 64, generator=g), dim=-1)   # unrelated: cos ≈ 0
@@ -103,6 +111,29 @@ def test_loss_and_model_must_agree(tok, pairs):
                     progress=False)
 
 
+def test_a_wrapped_siglip_model_trains_with_its_bias(tok, pairs):
+    """GatherFeatures keeps the model in .model (and DDP in .module, lesson 10): train finds the bias
+    inside. In one process nothing is gathered, so the run is the unwrapped one, bit for bit."""
+    from dataclasses import replace
+
+    from clipcourse.distributed import GatherFeatures
+
+    images, tokens = pairs
+    cfg = train.TrainConfig(steps=2, batch_size=16, warmup_steps=1, loss="siglip", precision="float32",
+                            device="cpu", threads=1)
+    inner = _tiny(tok, temperature=0.1, logit_bias=-10.0)
+    _, wrapped = train.train(GatherFeatures(inner), images, tokens, cfg, progress=False)
+    plain_model, plain = train.train(_tiny(tok, temperature=0.1, logit_bias=-10.0), images, tokens, cfg,
+                                     progress=False)
+    assert wrapped.as_dict() == plain.as_dict()
+    assert inner.logit_bias.item() == plain_model.logit_bias.item() != -10.0
+    with pytest.raises(ValueError, match="has none"):             # no model inside has a bias
+        train.train(GatherFeatures(_tiny(tok)), images, tokens, cfg, progress=False)
+    with pytest.raises(ValueError, match="loss='siglip'"):        # the softmax would ignore the inner bias
+        train.train(GatherFeatures(_tiny(tok, logit_bias=-10.0)), images, tokens, replace(cfg, loss="clip"),
+                    progress=False)
+
+
 def test_compare_rows_and_verdict():
     rows = siglip.compare((4, 8), seeds=[0], pairs=16, bias_starts=(0.0,), n_train=64, n_heldout=32,
                           widths=(8,), workers=1, precision="float32")
@@ -115,6 +146,42 @@ def test_compare_rows_and_verdict():
     assert siglip.pick(summary, "siglip", 8, 0.0)["final_bias_mean"] == rows[-1]["final_bias"]
     verdict = siglip.small_batch_verdict(summary)
     assert verdict.answer in (siglip.HOLDS, siglip.FAILS, siglip.UNCLEAR) and "batch 4" in verdict.evidence
+
+
+TINY_COMPARE = dict(seeds=[0], pairs=16, n_train=64, n_heldout=32, widths=(8,), precision="float32")
+
+
+def test_ctrl_c_during_compare_keeps_the_finished_runs(monkeypatch):
+    """Ctrl-C during the fourth run (longest runs first: batch 4, then batch 8): the three finished rows
+    travel with the exception, in the order compare returns rows (batch 8 first, as asked)."""
+    from clipcourse import experiments
+
+    real, calls = experiments._run, []
+
+    def run_then_ctrl_c(setup, job, callbacks):
+        calls.append(job)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(setup, job, callbacks)
+
+    monkeypatch.setattr(experiments, "_run", run_then_ctrl_c)
+    with pytest.raises(experiments.SweepInterrupted, match="3 of 4 runs") as info:
+        siglip.compare((8, 4), workers=1, **TINY_COMPARE)
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert [(r["loss"], r["batch_size"]) for r in info.value.rows] == [("clip", 8), ("clip", 4), ("siglip", 4)]
+
+
+def test_a_failed_run_in_compare_keeps_the_finished_runs():
+    """A bias start of NaN fails (build_model refuses it) in the last run, after the others finished."""
+    from clipcourse import experiments
+
+    with pytest.raises(experiments.SweepFailed, match=r"logit_bias must be finite.* 4 of 5 runs") as info:
+        siglip.compare((4, 8), bias_starts=(math.nan,), bias_batch_size=8, workers=1, **TINY_COMPARE)
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value.__cause__, ValueError)
+    kept = info.value.rows
+    assert [(r["loss"], r["batch_size"], r["logit_bias"]) for r in kept] == [
+        ("clip", 4, None), ("siglip", 4, -10.0), ("clip", 8, None), ("siglip", 8, -10.0)]
+    assert all(len(r["tau_trajectory"]) == r["steps"] for r in kept)
 
 
 def _summary(sig, soft, std=0.01):

@@ -264,6 +264,19 @@ def test_parameter_groups_keep_tau_biases_and_norms_out_of_weight_decay(tok, kin
         assert "visual.patchify.weight" in decay
 
 
+def test_the_vit_class_token_is_not_decayed_as_in_open_clip(tok):
+    """open_clip's class_embedding is 1-D, so its `ndim < 2` rule keeps it out of weight decay; ours is
+    (1, 1, W), so it is kept out by name, under DDP's `module.` prefix too. Positional embeddings (2-D in
+    open_clip) are decayed in both."""
+    from clipcourse.encoders import ImageEncoderConfig
+
+    model = build_model(tok, seed=0, image=ImageEncoderConfig(kind="vit"))
+    for wrapped in (model, nn.ModuleDict({"module": model})):          # DDP names it module.visual.cls
+        decay, no_decay = ({id(p) for p in g["params"]} for g in train.parameter_groups(wrapped, 0.1))
+        assert id(model.visual.cls) in no_decay and id(model.visual.cls) not in decay
+        assert id(model.visual.pos) in decay and id(model.text.positional_embedding) in decay
+
+
 def test_frozen_parameters_are_left_out_of_the_groups(tok):
     model = build_model(tok, seed=0)
     model.image_projection.weight.requires_grad_(False)
@@ -450,6 +463,70 @@ def test_divergence_message_emits_no_warning(tok, pairs):
                 train.train(model, *pairs, quick(steps=2), progress=False)
     finally:
         torch.set_warn_always(warn_always)
+
+
+# --- what callbacks hear when training stops early ------------------------------------------------
+
+class Heard(Callback):
+    """Logs the steps, and the two ways training can stop early."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_step_end(self, state): self.calls.append(("step", state.step))
+    def on_interrupt(self, state): self.calls.append(("interrupt", state.step))
+    def on_diverge(self, state): self.calls.append(("diverge", state.step))
+
+
+class InterruptOnly(Callback):
+    """Handles Ctrl-C only, as Checkpoint, ProgressBar and the dashboard do."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_interrupt(self, state): self.steps.append(state.step)
+
+
+def test_divergence_is_heard_by_every_callback_at_the_last_good_step(tok, pairs):
+    """A divergence ends training as Ctrl-C does: callbacks hear it (on_diverge, which by default is
+    on_interrupt) with the state of the last completed step."""
+    heard, interrupt_only = Heard(), InterruptOnly()
+    with pytest.raises(TrainingDiverged, match="step 3 of 5"):
+        train.train(PoisonAt(build_model(tok, seed=0), at=3), *pairs, quick(steps=5),
+                    callbacks=[heard, interrupt_only], progress=False)
+    assert heard.calls == [("step", 1), ("step", 2), ("diverge", 2)]
+    assert interrupt_only.steps == [2]
+
+
+def test_after_a_divergence_the_checkpoint_holds_the_last_good_step_and_resumes_exactly(tok, pairs, tmp_path):
+    """64 pairs in batches of 16: step 5 starts a new epoch (a new shuffle) and draws dropout masks. It
+    diverges; the checkpoint then holds step 4 exactly (model, history, batch order, random state), the
+    progress bar is closed, and a run resumed from the checkpoint ends as one that never stopped."""
+    from clipcourse.checkpoint import load_checkpoint
+
+    def fresh(at):
+        return PoisonAt(Dropout(build_model(tok, seed=0)), at=at)
+
+    path, bar = tmp_path / "run.pt", train.ProgressBar(every=1)
+    with pytest.raises(TrainingDiverged, match="step 5 of 8"):
+        train.train(fresh(at=5), *pairs, quick(steps=8), callbacks=[train.Checkpoint(path, every=3), bar],
+                    progress=False)
+    saved = load_checkpoint(path)
+    assert saved["step"] == 4 and saved["history"]["step"] == [1, 2, 3, 4]
+    assert bar.bar.n == 4 and bar.bar.disable                  # tqdm disables a bar when it is closed
+    resumed, resumed_history = train.train(fresh(at=0), *pairs, quick(steps=8), resume=path, progress=False)
+    straight, straight_history = train.train(fresh(at=0), *pairs, quick(steps=8), progress=False)
+    assert resumed_history.as_dict() == straight_history.as_dict()
+    for name, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def test_ctrl_c_closes_the_progress_bar(tok, pairs, ctrl_c_raises):
+    bar = train.ProgressBar(every=1)
+    with pytest.raises(train.TrainingInterrupted):
+        train.train(CtrlCInForward(build_model(tok, seed=0), at=2), *pairs, quick(steps=10), callbacks=[bar],
+                    progress=False)
+    assert bar.bar.n == 2 and bar.bar.disable
 
 
 # --- bad arguments ---------------------------------------------------------------------------------
