@@ -234,5 +234,13 @@ def test_left_out_pick_never_beats_the_in_sample_best_on_its_seed(table):
     taus = [0.01 * (i + 1) for i in range(len(table))]
     rows = [_row(t, s, acc / 100) for t, accs in zip(taus, table) for s, acc in enumerate(accs)]
     best = max(range(len(table)), key=lambda i: sum(table[i]))            # ties: the first, as best_fixed's max
-    for pick in claims.best_fixed_by_left_out_seed(rows):
+    picks = claims.best_fixed_by_left_out_seed(rows)
+    assert [pick["seed"] for pick in picks] == list(range(len(table[0])))
+    for pick in picks:
         assert pick["heldout_acc"] <= table[best][pick["seed"]] / 100 + 1e-12
+        # the pick, computed here from the other seeds alone: the best total without seed s (integers, so a
+        # tie is exact here; the function sums floats, so any of the tied τ may come out)
+        without = [sum(a for s, a in enumerate(accs) if s != pick["seed"]) for accs in table]
+        tied = [taus[i] for i, total in enumerate(without) if total == max(without)]
+        assert pick["tau"] in tied, (pick, tied)
+        assert pick["heldout_acc"] == table[taus.index(pick["tau"])][pick["seed"]] / 100

@@ -35,6 +35,12 @@ WRONG_LOSSES = {
     "not a tensor": lambda i, t, tau, b: right(i, t, tau, b).item(),
     "shape \\(6, 6\\)": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T / tau + b)),
     "raised": lambda i, t, tau, b: i @ t,
+    # the right value, cut off from autograd: nothing would train
+    "no gradient flows": lambda i, t, tau, b: right(i, t, tau, b).detach(),
+    "no gradient flows|detached logits": lambda i, t, tau, b: -F.logsigmoid(
+        _labels(i) * (i @ t.T / tau + b).detach()).sum() / len(i),
+    "no gradient reaches the text": lambda i, t, tau, b: right(i, t.detach(), tau, b),
+    "gradient is not": lambda i, t, tau, b: (right(i, t, tau, b) + right(i, t, tau, b).detach()) / 2,   # half of it
 }
 
 

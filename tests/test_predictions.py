@@ -3,6 +3,7 @@ anything that is not a prediction is named."""
 
 import pytest
 
+from clipcourse import experiments
 from clipcourse.exercises import predictions as p
 
 TAUS = [0.01, 0.0316, 0.1, 0.316, 1.0]
@@ -36,9 +37,20 @@ def test_learned_tau_direction_explains_either_outcome():
 def test_best_fixed_tau_accepts_a_sweep_value_only():
     assert p.best_fixed_tau(0.1, TAUS, 0.1, ACCS).passed
     assert p.best_fixed_tau(0.0316, TAUS, 0.1, ACCS).passed is False
-    assert p.best_fixed_tau(0.03162, TAUS, 0.1, ACCS).passed is False          # rounding is fine
     for bad in (0.05, -1, "0.1", None if False else "high"):
-        assert "not" in str(p.best_fixed_tau(bad, TAUS, 0.1, ACCS))
+        fb = p.best_fixed_tau(bad, TAUS, 0.1, ACCS)
+        assert fb.passed is False and fb.kind == "check" and "not" in str(fb)
+
+
+def test_best_fixed_tau_accepts_a_sweep_value_as_the_learner_types_it():
+    # lesson 07's sweep: experiments.log_spaced(0.01, 1, 5) = 0.01, 0.0316227..., 0.1, 0.316227..., 1
+    taus = experiments.log_spaced(0.01, 1, 5)
+    assert taus[1] != 0.0316 and taus[3] != 0.316
+    for typed, nearest in ((0.0316, taus[1]), (0.03162, taus[1]), (0.316, taus[3]), (0.1, taus[2])):
+        fb = p.best_fixed_tau(typed, taus, taus[2], ACCS)
+        assert fb.kind == "prediction", (typed, str(fb))               # compared with the run, not rejected
+        assert fb.passed is (nearest == taus[2])
+        assert f"you predicted τ = {nearest:.3g} " in fb.message, (typed, fb.message)
 
 
 @pytest.mark.parametrize("low, high, outcome", [(0.9, 0.9, "same"), (0.95, 0.9, "higher"), (0.8, 0.9, "lower")])

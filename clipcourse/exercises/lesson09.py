@@ -68,6 +68,28 @@ def _value(fn, img, txt, tau, bias):
     return number(out)
 
 
+def _gradient(out, img_in, txt_in, img, txt, tau, bias) -> Feedback | None:
+    """What is wrong with the gradient of a loss whose value is right (None: nothing), as lesson 04 checks it."""
+    if not out.requires_grad:
+        return wrong("the value is right, but no gradient flows back to the features.",
+                     "Do not .detach() or go through numpy: keep everything in torch.")
+    grads = torch.autograd.grad(out.reshape(()), [img_in, txt_in], allow_unused=True)
+    for name, grad in zip(("image features", "text features"), grads):
+        if grad is None:
+            return wrong(f"the value is right, but no gradient reaches the {name}.",
+                         "Do not .detach() either feature set; keep everything in torch.")
+    ref = [img.clone().requires_grad_(True), txt.clone().requires_grad_(True)]
+    ref_grads = torch.autograd.grad(siglip_loss(*ref, tau, bias), ref)
+    # compare along the sphere only: normalising again (dim=-1) rightly removes the radial part
+    tangent = [(g - (g * x).sum(-1, keepdim=True) * x, r - (r * x).sum(-1, keepdim=True) * x)
+               for g, r, x in zip(grads, ref_grads, (img, txt))]
+    if not all(torch.allclose(g, r, rtol=1e-3, atol=1e-5) for g, r in tangent):
+        return wrong("the value is right, but the gradient is not: part of the computation is cut off from "
+                     "autograd (.detach(), .data or a tensor rebuilt from numbers).",
+                     "Build the whole loss from the input tensors with torch operations.")
+    return None
+
+
 def check_siglip_loss(fn) -> Feedback:
     """The learner's my_siglip_loss(image_features, text_features, temperature, bias) against siglip_loss."""
     first = check_function(fn, "the body of my_siglip_loss (it still returns None)",
@@ -76,7 +98,8 @@ def check_siglip_loss(fn) -> Feedback:
         return first
     img, txt = _features(6, 16, seed=0)
     tau, bias = 0.1, -2.0
-    out, err = call(fn, img.clone(), txt.clone(), tau, bias)
+    img_in, txt_in = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+    out, err = call(fn, img_in, txt_in, tau, bias)
     if err is not None:
         return explain_exception(err)
     if out is None:
@@ -97,6 +120,9 @@ def check_siglip_loss(fn) -> Feedback:
         img2, txt2 = _features(9, 12, seed=1)                   # another batch size, τ and b
         other = _value(fn, img2, txt2, 0.05, -6.0)
         if other is not None and close(other, siglip_loss(img2, txt2, 0.05, -6.0).item()):
+            problem = _gradient(out, img_in, txt_in, img, txt, tau, bias)   # a Feedback is falsy when wrong
+            if problem is not None:
+                return problem
             return correct("by hand = clipcourse.loss.siglip_loss: one sigmoid question per pair, summed, over B.")
         return wrong("right on the first batch but not on a batch of 9 with τ = 0.05 and b = -6.",
                      "Take B from the features (len(image_features)), and use the τ and b you are given.")
