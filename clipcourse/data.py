@@ -197,15 +197,20 @@ def _paint(scenes, centre, radius, rgb, res) -> torch.Tensor:
 
 def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
              template: int | None = None) -> list[str]:
-    """One caption per scene, from a template drawn at random (or the given template index)."""
+    """One caption per scene, from a template drawn at random (or the given template index).
+
+    Only the draw uses a random number generator (`generator`, else torch's global one): with a template,
+    nothing is drawn and no generator moves.
+    """
     out = []
-    picks = torch.randint(1 << 30, (len(scenes),), generator=generator).tolist()
+    picks = (torch.randint(1 << 30, (len(scenes),), generator=generator).tolist() if template is None
+             else [template] * len(scenes))
     for scene, pick in zip(scenes.tolist(), picks):
         (c, s, z, p, _), (c2, s2, z2, _, present2) = scene
         words = dict(color=COLOR_NAMES[c], shape=SHAPES[s], size=SIZES[z], where=WHERE[POSITIONS[p]],
                      color2=COLOR_NAMES[c2], shape2=SHAPES[s2], size2=SIZES[z2])
         templates = PAIR_TEMPLATES if present2 else SINGLE_TEMPLATES
-        t = templates[(pick if template is None else template) % len(templates)]
+        t = templates[pick % len(templates)]
         out.append(fix_articles(t.format(**words)))
     return out
 
@@ -226,7 +231,7 @@ def hard_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = N
 def hard_negative_captions(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
                            template: int = 0) -> list[str]:
     """Captions that are wrong in exactly one attribute: 'a red circle' -> 'a blue circle'."""
-    return describe(hard_negative(scenes, generator=generator), template=template)
+    return describe(hard_negative(scenes, generator=generator), generator=generator, template=template)
 
 
 SWAPPABLE: tuple[str, ...] = ("color", "shape")   # the attributes swap_attribute can exchange
@@ -288,11 +293,10 @@ def true_captions(scenes: torch.Tensor, *, parts: bool = False) -> list[set[str]
     two objects: each alone in the one-object templates without a position ("a red circle" beside a blue square)."""
     _check_scenes(scenes)
     out: list[set[str]] = [set() for _ in range(len(scenes))]
-    fixed = torch.Generator()              # describe draws a template per scene; here every template is given
 
     def add(part: torch.Tensor, rows: list[int], templates) -> None:
-        for k in templates:
-            for i, caption in zip(rows, describe(part, generator=fixed, template=k)):
+        for k in templates:                # every template given: describe draws nothing
+            for i, caption in zip(rows, describe(part, template=k)):
                 out[i].add(caption)
 
     two = scenes[:, 1, PRESENT] == 1                                              # (N,) two objects
@@ -387,7 +391,7 @@ def write_caption_dataset(dataset: ShapesWorld, root: str | os.PathLike,
         for t in range(captions_per_image * 2):
             if len(captions) == captions_per_image:
                 break
-            extra = describe(dataset.scenes[i:i + 1], template=t)[0]
+            extra = describe(dataset.scenes[i:i + 1], template=t)[0]    # a given template: no random draw
             if extra not in captions:
                 captions.append(extra)
         lines += [f"{name}#{k}\t{c}" for k, c in enumerate(captions)]

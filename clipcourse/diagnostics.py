@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import temperature_maths as tm
+from .loss import _check_unit
 
 NORM_TOLERANCE = 1e-3           # how far from 1 a row's length may be and still count as normalised
 TIE_TOLERANCE = 1e-6            # similarities this close count as equal (float32 features of one caption)
@@ -53,13 +54,8 @@ def _features(x, name: str) -> torch.Tensor:
 
 
 def _unit(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise a ValueError naming `name` unless every row has length 1."""
-    norms = x.norm(dim=1)
-    off = (norms - 1).abs() > NORM_TOLERANCE
-    if off.any():
-        i = int(off.nonzero()[0])
-        raise ValueError(f"{name} is not L2-normalised: row {i} has length {float(norms[i]):.4g}, not 1. "
-                         f"Normalise each embedding first: F.normalize({name}, dim=-1)")
+    """Raise a ValueError naming `name` unless every row has length 1 (within NORM_TOLERANCE)."""
+    _check_unit(name, x, NORM_TOLERANCE)
     return x
 
 
@@ -196,10 +192,7 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     and the `k` hardest negatives. Costs a few hundred CLIP losses of an (N, N) matrix: fine for N in the
     thousands, slow beyond (pass a sample).
     """
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise TypeError(f"tau must be a number, got {type(tau).__name__}")
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be positive and finite, got {tau}")
+    tau = tm._check_tau(tau)                                             # a float > 0, or an error naming tau
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k (how many hardest negatives) must be a whole number >= 0, got {k!r}")
     img, txt = _pair(image_features, text_features)

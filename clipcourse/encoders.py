@@ -118,10 +118,35 @@ class TextEncoder(nn.Module):
         self.register_buffer("attn_mask", mask, persistent=False)  # (L, L), -inf above the diagonal
         self.width = cfg.width
 
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Raise a TypeError / ValueError naming what is wrong with `tokens`; return where each row's <eot> is: (B,).
+
+        Cheap enough for every training step: one pass over the ids and one sync, whatever B is.
+        """
+        cfg = self.cfg
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a tensor of token ids (B, {cfg.context_length}) as text.Tokenizer makes, "
+                            f"got {type(tokens).__name__}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be integer token ids (as text.Tokenizer makes), got {tokens.dtype}")
+        if tokens.ndim != 2 or tokens.shape[1] != cfg.context_length:
+            raise ValueError(f"tokens must have shape (B, {cfg.context_length}), got {tuple(tokens.shape)}")
+        is_eot = tokens == cfg.eot_id                                  # (B, L)
+        lo, hi = tokens.aminmax(dim=1)                                 # (B,) each: smallest and largest id
+        bad = ~is_eot.any(dim=1) | (lo < 0) | (hi >= cfg.vocab_size)   # (B,)
+        if bool(bad.any()):                                            # the one sync
+            i = int(bad.nonzero()[0])
+            if lo[i] < 0 or hi[i] >= cfg.vocab_size:
+                v = int(lo[i]) if lo[i] < 0 else int(hi[i])
+                raise ValueError(f"row {i} of tokens holds id {v}, outside the vocabulary 0..{cfg.vocab_size - 1} "
+                                 f"(vocab_size = {cfg.vocab_size}): were these tokens made by another tokenizer "
+                                 "than the one the model was built for?")
+            raise ValueError(f"row {i} of tokens has no <eot> (id {cfg.eot_id}): the text encoder reads each caption's "
+                             "feature at its <eot>; text.Tokenizer ends every caption with one")
+        return is_eot.int().argmax(dim=1)                              # (B,) the first <eot> of each row
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 2 or tokens.shape[1] != self.cfg.context_length:
-            raise ValueError(f"tokens must have shape (B, {self.cfg.context_length}), got {tuple(tokens.shape)}")
-        eot = (tokens == self.cfg.eot_id).int().argmax(dim=1)          # (B,) position of <eot>
+        eot = self.check_tokens(tokens)                                # (B,) position of <eot>
         # Under the causal mask no position reads a later one, so the padding after the batch's
         # last <eot> cannot change any <eot> feature: skip it (the same result, ~30 % less work).
         n = int(eot.max()) + 1 if len(tokens) else 1

@@ -9,35 +9,76 @@ such image was ever seen in training, so the score measures composition, not mem
 from __future__ import annotations
 
 import copy
+import string
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .data import fix_articles, to_float
+from .loss import _check_features, _check_unit
+
+
+def _in_eval_mode(model, encode, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """encode(chunk) over `inputs` in chunks, with the model in eval mode and put back as it was (even on an error).
+
+    No inputs give a (0, D) tensor: the encoder runs once on the empty batch.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = [encode(inputs[i:i + batch_size].to(device)) for i in range(0, max(len(inputs), 1), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def embed_images(model, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """L2-normalised features (N, D) of uint8 images (N, 3, H, W), in eval mode."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [model.encode_image(to_float(images[i:i + batch_size].to(device)))
-           for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    """L2-normalised features (N, D) of uint8 images (N, 3, H, W), in eval mode; N = 0 gives (0, D)."""
+    return _in_eval_mode(model, lambda x: model.encode_image(to_float(x)), images, batch_size)
 
 
 @torch.no_grad()
 def embed_texts(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """L2-normalised features (N, D) of token ids (N, L), in eval mode."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [model.encode_text(tokens[i:i + batch_size].to(device)) for i in range(0, len(tokens), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    """L2-normalised features (N, D) of token ids (N, L), in eval mode; N = 0 gives (0, D)."""
+    return _in_eval_mode(model, model.encode_text, tokens, batch_size)
+
+
+def _unit_rows(x, name: str, min_rows: int = 1) -> torch.Tensor:
+    """Raise a TypeError / ValueError naming `name` unless x is a float (N, D) tensor, N >= min_rows, D >= 1, with
+    L2-normalised rows (within loss.UNIT_TOLERANCE, which bfloat16-made features meet); return x."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got dtype {x.dtype}")
+    if x.ndim != 2 or len(x) < min_rows or x.shape[1] < 1:
+        raise ValueError(f"{name} must be (N, D) with N >= {min_rows} and D >= 1 (at least {min_rows} "
+                         f"embedding{'s' if min_rows > 1 else ''} of at least 1 number), got shape {tuple(x.shape)}")
+    _check_unit(name, x)
+    return x
+
+
+def _check_templates(templates) -> None:
+    """Each template must hold exactly one '{}' for the class name; a ValueError shows the one that does not."""
+    if isinstance(templates, str):
+        raise ValueError(f"templates must be a sequence of strings such as ('a {{}}',), got the string {templates!r}")
+    if len(templates) == 0:
+        raise ValueError("templates is empty: give at least one, such as ('a {}',)")
+    for t in templates:
+        if not isinstance(t, str):
+            raise TypeError(f"each template must be a string such as 'a {{}}', got {type(t).__name__}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+        except ValueError:                                             # an unmatched brace
+            fields = None
+        if fields != [""]:
+            named = [f for f in fields or [] if f]
+            hint = (f" It has named fields ({', '.join('{' + f + '}' for f in named)}), the style of "
+                    "data.PROMPT_TEMPLATE and data.class_prompts; here the class name fills a plain '{}', "
+                    "e.g. 'a {}' with 'red circle'." if named else "")
+            raise ValueError(f"each template needs exactly one '{{}}' for the class name, got {t!r}.{hint}")
 
 
 @torch.no_grad()
@@ -46,6 +87,7 @@ def zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
     """Class embeddings (C, D): each class's prompts embedded, averaged, re-normalised (CLIP's
     prompt ensembling). Templates hold one '{}' for the class name; 'a {}' becomes 'an {}' before
     a vowel, as in the training captions."""
+    _check_templates(templates)
     weights = []
     for name in classnames:
         features = embed_texts(model, tokenizer([fix_articles(t.format(name)) for t in templates]))  # (T, D)
@@ -54,13 +96,26 @@ def zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
 
 
 def zero_shot_predict(image_features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
-    """The most similar class for each image: (N,)."""
-    return (image_features @ class_embeddings.T).argmax(dim=1)
+    """The most similar class for each image: (N,). Both L2-normalised, (N, D) and (C, D); computed in at least
+    float32, in the wider of their dtypes."""
+    _unit_rows(image_features, "image_features")
+    _unit_rows(class_embeddings, "class_embeddings")
+    if image_features.shape[1] != class_embeddings.shape[1]:
+        raise ValueError(f"image_features {tuple(image_features.shape)} and class_embeddings "
+                         f"{tuple(class_embeddings.shape)} must have the same width (one embedding space)")
+    dtype = torch.promote_types(torch.promote_types(image_features.dtype, class_embeddings.dtype), torch.float32)
+    return (image_features.to(dtype) @ class_embeddings.to(dtype).T).argmax(dim=1)      # (N,)
 
 
 def zero_shot_accuracy(image_features: torch.Tensor, class_embeddings: torch.Tensor,
                        labels: torch.Tensor) -> float:
     """Fraction of images whose most similar class prompt is their label."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex \
+            or labels.dtype == torch.bool:
+        what = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be integer class ids in a tensor (N,), got {what}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {tuple(labels.shape)}")
     if len(image_features) != len(labels):
         raise ValueError(f"image_features ({len(image_features)}) and labels ({len(labels)}) differ in length")
     pred = zero_shot_predict(image_features, class_embeddings)
@@ -78,6 +133,8 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     if image_features.shape != text_features.shape:
         raise ValueError(f"image_features {tuple(image_features.shape)} and text_features "
                          f"{tuple(text_features.shape)} must be paired row by row")
+    if len(image_features) == 0:
+        raise ValueError(f"recall of no pairs is undefined: image_features has shape {tuple(image_features.shape)}")
     sims = image_features @ text_features.T                       # (N, N)
     target = torch.arange(len(sims), device=sims.device)
     out = {}
@@ -93,15 +150,18 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
 
 
 def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> float:
-    """Wang & Isola's alignment: E ||f(x) - f(y)||^alpha over positive pairs (lower is better)."""
+    """Wang & Isola's alignment: E ||f(x) - f(y)||^alpha over positive pairs (lower is better). x, y: (N, D),
+    L2-normalised, row i of x with row i of y."""
+    _check_features(x, y, names=("x", "y"))
+    _check_unit("x", x)
+    _check_unit("y", y)
     return (x - y).norm(dim=1).pow(alpha).mean().item()
 
 
 def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     """Wang & Isola's uniformity: log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (lower is
-    more uniform on the sphere)."""
-    if len(x) < 2:
-        raise ValueError(f"uniformity needs at least 2 features, got {len(x)}")
+    more uniform on the sphere). x: (N, D), N >= 2, L2-normalised."""
+    _unit_rows(x, "x", min_rows=2)
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 

@@ -16,8 +16,15 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_features(image_features, text_features) -> None:
-    for name, x in (("image_features", image_features), ("text_features", text_features)):
+UNIT_TOLERANCE = 1e-2   # how far from 1 a feature's length may be: autocast's bfloat16 features are within ~4e-3
+
+
+def _check_features(image_features, text_features,
+                    names: tuple[str, str] = ("image_features", "text_features")) -> None:
+    """Raise a TypeError / ValueError naming the argument unless both are non-empty float (N, D) tensors of one
+    shape."""
+    a, b = names
+    for name, x in ((a, image_features), (b, text_features)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -25,15 +32,25 @@ def _check_features(image_features, text_features) -> None:
         if x.ndim != 2:
             raise ValueError(f"{name} must be 2-D (batch, dim), got shape {tuple(x.shape)}")
     if image_features.shape[0] != text_features.shape[0]:
-        raise ValueError(f"image_features and text_features need the same batch size, got "
+        raise ValueError(f"{a} and {b} need the same batch size, got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
     if image_features.shape[1] != text_features.shape[1]:
-        raise ValueError(f"image_features and text_features need the same feature size, got "
+        raise ValueError(f"{a} and {b} need the same feature size, got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
     if image_features.shape[0] == 0:
-        raise ValueError(f"empty batch: image_features has shape {tuple(image_features.shape)}")
+        raise ValueError(f"empty batch: {a} has shape {tuple(image_features.shape)}")
     if image_features.shape[1] == 0:
-        raise ValueError(f"features have size 0: image_features has shape {tuple(image_features.shape)}")
+        raise ValueError(f"features have size 0: {a} has shape {tuple(image_features.shape)}")
+
+
+def _check_unit(name: str, x: torch.Tensor, tol: float = UNIT_TOLERANCE) -> None:
+    """Raise a ValueError naming `name` unless every row of x has length 1 within tol (a NaN row fails too)."""
+    norms = x.detach().to(torch.promote_types(x.dtype, torch.float32)).norm(dim=-1)   # (N,)
+    off = ~((norms - 1).abs() <= tol)                                                 # (N,)
+    if bool(off.any()):
+        i = int(off.nonzero()[0])
+        raise ValueError(f"{name} is not L2-normalised: row {i} has length {float(norms[i]):.4g}, not 1. "
+                         f"Normalise each embedding first: F.normalize({name}, dim=-1)")
 
 
 def _check_scalar(name: str, value, *, positive: bool) -> None:
@@ -91,8 +108,11 @@ def in_batch_accuracy(image_features: torch.Tensor, text_features: torch.Tensor)
     """Fraction of images whose most similar caption in the batch is their own.
 
     In float32: bfloat16 similarities (autocast's) are rounded to steps of about 0.004 near 1, and the
-    ties that makes would count as misses whenever a twin comes first.
+    ties that makes would count as misses whenever a twin comes first. Both (B, D), L2-normalised.
     """
+    _check_features(image_features, text_features)
+    _check_unit("image_features", image_features)
+    _check_unit("text_features", text_features)
     sims = image_features.float() @ text_features.float().T                 # (B, B)
     return (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float().mean().item()
 

@@ -7,6 +7,7 @@ returns `(image_features, text_features, temperature)`, with both feature sets L
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -65,8 +66,11 @@ class TinyCLIP(nn.Module):
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Token ids (B, L) -> features (B, embed_dim)."""
-        x = self.text_projection(self.text(tokens))      # (B, D)
+        """Token ids (B, L), integers each row ending in <eot> (see text.Tokenizer) -> features (B, embed_dim).
+
+        Bad ids raise here (TextEncoder.check_tokens): a row without <eot> would silently be read at position 0.
+        """
+        x = self.text_projection(self.text(tokens))      # (B, D); the encoder checks the ids
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
@@ -83,9 +87,11 @@ class TinyCLIP(nn.Module):
 def build_model(tokenizer, *, seed: int = 0, **overrides) -> TinyCLIP:
     """A seeded TinyCLIP sized for a tokenizer; keyword overrides go to CLIPConfig."""
     cfg = CLIPConfig(**overrides)
-    cfg.text.vocab_size = len(tokenizer)
-    cfg.text.context_length = tokenizer.context_length
-    cfg.text.eot_id = tokenizer.eot_id
+    # copies: the caller's config objects (text=..., image=...) are left as they were
+    cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image),
+                              text=dataclasses.replace(cfg.text, vocab_size=len(tokenizer),
+                                                       context_length=tokenizer.context_length,
+                                                       eot_id=tokenizer.eot_id))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return TinyCLIP(cfg)

@@ -14,6 +14,7 @@ bias b from -10; the bias lives on the model (`CLIPConfig.logit_bias`).
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 from torch import nn
@@ -25,13 +26,26 @@ SIGLIP_INIT_TEMPERATURE = 0.1   # SigLIP starts t = 1/τ at 10: t' = log t = log
 SIGLIP_INIT_BIAS = -10.0        # ... and its bias b at -10 (lesson 09)
 
 
+def _positive(value, name: str) -> float:
+    """`value` as a float: a finite number > 0 (int, float, numpy number or 0-d tensor), or a clear error."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = float(value)                                   # a 0-d tensor, e.g. model.temperature()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        kind = (f"Tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) and value.ndim
+                else type(value).__name__)
+        raise TypeError(f"{name} must be a number (a float, or a 0-d tensor), got {kind}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
 class FixedTemperature(nn.Module):
     """A constant τ, stored as a buffer so it moves with the model between devices."""
 
     def __init__(self, temperature: float = INIT_TEMPERATURE):
         super().__init__()
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        temperature = _positive(temperature, "temperature")
         self.register_buffer("logit_scale", torch.tensor(math.log(1.0 / temperature)))
 
     @property
@@ -55,7 +69,10 @@ class LearnableTemperature(nn.Module):
     def __init__(self, init: float = INIT_TEMPERATURE, min_temperature: float = MIN_TEMPERATURE,
                  max_temperature: float = MAX_TEMPERATURE):
         super().__init__()
-        if not 0 < min_temperature <= init <= max_temperature:
+        init = _positive(init, "init")
+        min_temperature = _positive(min_temperature, "min_temperature")
+        max_temperature = _positive(max_temperature, "max_temperature")
+        if not min_temperature <= init <= max_temperature:
             raise ValueError(f"need 0 < min_temperature <= init <= max_temperature, got "
                              f"{min_temperature}, {init}, {max_temperature}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init)))  # CLIP's name, log(1/τ)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 
@@ -26,6 +27,35 @@ from .temperature import LearnableTemperature
 TAU_RANGE = (1e-3, 10.0)        # the range of τ searched and shown (the sliders' range too)
 
 
+def _check_tau(tau, name: str = "tau") -> float:
+    """τ as a float: a finite number > 0 (a number or a 0-d tensor), or a TypeError / ValueError naming it.
+
+    At τ = 0 the softmax divides by zero (NaN); below 0 it turns over and favours the least similar caption.
+    """
+    if isinstance(tau, torch.Tensor) and tau.ndim == 0 and not tau.is_complex() and tau.dtype != torch.bool:
+        tau = float(tau)
+    if isinstance(tau, bool) or not isinstance(tau, Real):
+        raise TypeError(f"{name} must be a number, got {type(tau).__name__}")
+    tau = float(tau)
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"{name} must be positive and finite, got {tau}")
+    return tau
+
+
+def _check_sims(sims) -> torch.Tensor:
+    """The similarity matrix as float64 (B, B), B >= 2, finite; or a TypeError / ValueError naming `sims`."""
+    if not isinstance(sims, torch.Tensor):
+        raise TypeError(f"sims must be a torch tensor of shape (B, B) (see similarities), got {type(sims).__name__}")
+    if not sims.is_floating_point():
+        raise TypeError(f"sims must hold floating-point similarities, got dtype {sims.dtype}")
+    if sims.ndim != 2 or sims.shape[0] != sims.shape[1] or len(sims) < 2:
+        raise ValueError(f"sims must be a square (B, B) matrix with B >= 2 (image i against every caption j; "
+                         f"a batch of one has no negatives), got shape {tuple(sims.shape)}")
+    if not bool(torch.isfinite(sims).all()):
+        raise ValueError("sims holds NaN or infinity: check the features it came from")
+    return sims.double()
+
+
 def similarities(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
     """Cosine similarities s_ij = image_i · text_j, in float64: (B, B)."""
     return image_features.detach().double() @ text_features.detach().double().T
@@ -33,7 +63,8 @@ def similarities(image_features: torch.Tensor, text_features: torch.Tensor) -> t
 
 def probabilities(sims: torch.Tensor, tau: float) -> torch.Tensor:
     """Each row's softmax over the captions, P_ij = softmax_j(s_ij / τ): (B, B)."""
-    return torch.softmax(sims.double() / tau, dim=-1)
+    sims, tau = _check_sims(sims), _check_tau(tau)
+    return torch.softmax(sims / tau, dim=-1)
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -47,7 +78,8 @@ def gradient_weights(sims: torch.Tensor, tau: float) -> torch.Tensor:
     Off the diagonal: P_ij / τ, the push on negative j. On the diagonal: -(1 - P_ii) / τ, the pull
     on the positive; each row sums to zero.
     """
-    p = probabilities(sims, tau)
+    tau = _check_tau(tau)
+    p = probabilities(sims, tau)                                  # (B, B); checks sims
     return (p - torch.eye(len(p), dtype=p.dtype)) / tau
 
 
@@ -69,12 +101,11 @@ class RowStats:
 
 def row_stats(sims: torch.Tensor, tau: float, row: int) -> RowStats:
     """Probabilities, entropy, effective negatives and gradient weights of row `row` at τ."""
+    sims, tau = _check_sims(sims), _check_tau(tau)
     b = len(sims)
     if not 0 <= row < b:
         raise IndexError(f"row must be in [0, {b - 1}], got {row}")
-    if b < 2:
-        raise ValueError("a batch of one has no negatives (and a loss of exactly 0)")
-    s = sims[row].double()                                        # (B,)
+    s = sims[row]                                                 # (B,)
     p = torch.softmax(s / tau, dim=0)                             # (B,)
     h = float(entropy(p))
     weights = p / tau
@@ -96,15 +127,22 @@ def mean_entropy(sims: torch.Tensor, tau: float) -> float:
     return float(entropy(probabilities(sims, tau)).mean())
 
 
+def mean_effective_negatives(sims: torch.Tensor, tau: float) -> float:
+    """The effective number of negatives e^H of each row, averaged over the batch (not e^(mean H), which is smaller)."""
+    return float(entropy(probabilities(sims, tau)).exp().mean())
+
+
 def hardest_shares(sims: torch.Tensor, tau: float) -> torch.Tensor:
     """For every row, the hardest negative's share of that row's push: (B,)."""
-    s = sims.double().masked_fill(torch.eye(len(sims), dtype=torch.bool), -math.inf)
+    sims, tau = _check_sims(sims), _check_tau(tau)
+    s = sims.masked_fill(torch.eye(len(sims), dtype=torch.bool), -math.inf)
     return torch.softmax(s / tau, dim=-1).max(dim=-1).values
 
 
 def loss_at(image_features: torch.Tensor, text_features: torch.Tensor, tau: float) -> float:
     """The CLIP loss (both directions) of a batch at τ."""
-    return float(clip_loss(image_features.detach().double(), text_features.detach().double(), float(tau)))
+    tau = _check_tau(tau)
+    return float(clip_loss(image_features.detach().double(), text_features.detach().double(), tau))
 
 
 def loss_curve(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -114,6 +152,17 @@ def loss_curve(image_features: torch.Tensor, text_features: torch.Tensor,
                         dtype=torch.float64)
 
 
+def _check_tau_range(tau_range) -> tuple[float, float]:
+    """(low, high) as floats with 0 < low < high, both finite; or a ValueError showing tau_range."""
+    try:
+        lo, hi = (_check_tau(t) for t in tau_range)
+    except (TypeError, ValueError):
+        lo = hi = None
+    if lo is None or not lo < hi:
+        raise ValueError(f"tau_range must be two finite numbers 0 < low < high, got {tau_range!r}")
+    return lo, hi
+
+
 def optimal_temperature(image_features: torch.Tensor, text_features: torch.Tensor,
                         tau_range: tuple[float, float] = TAU_RANGE, grid: int = 161) -> tuple[float, float]:
     """(τ*, loss at τ*): the τ in tau_range with the lowest loss for these fixed embeddings.
@@ -121,7 +170,7 @@ def optimal_temperature(image_features: torch.Tensor, text_features: torch.Tenso
     A grid in log τ, then golden-section search between the best point's neighbours. If the best
     τ is an end of the range (the loss keeps falling beyond it), that end is returned.
     """
-    lo, hi = math.log(tau_range[0]), math.log(tau_range[1])
+    lo, hi = (math.log(t) for t in _check_tau_range(tau_range))
     us = torch.linspace(lo, hi, grid, dtype=torch.float64)
     losses = loss_curve(image_features, text_features, us.exp())
     k = int(losses.argmin())
@@ -153,8 +202,8 @@ def descend_log_temperature(image_features: torch.Tensor, text_features: torch.T
     Uses the course's own `LearnableTemperature` (it stores logit_scale = log(1/τ)) and plain SGD,
     clamped to tau_range after every step. Returns steps + 1 values: the start and each step's τ.
     """
-    lo, hi = tau_range
-    start = min(max(float(start), lo), hi)
+    lo, hi = _check_tau_range(tau_range)
+    start = min(max(_check_tau(start, "start"), lo), hi)
     temp = LearnableTemperature(start, min_temperature=lo, max_temperature=hi).double()
     with torch.no_grad():
         temp.logit_scale.fill_(-math.log(start))          # exactly the start, not its float32 rounding

@@ -28,8 +28,8 @@ import torch
 
 # the maths the explorers show lives in temperature_maths; the widgets only draw and react
 from .temperature_maths import (TAU_RANGE, RowStats, descend_log_temperature, entropy, gradient_weights,  # noqa: F401
-                                hardest_shares, loss_at, loss_curve, mean_entropy, optimal_temperature,
-                                probabilities, row_stats, similarities)
+                                hardest_shares, loss_at, loss_curve, mean_effective_negatives, mean_entropy,
+                                optimal_temperature, probabilities, row_stats, similarities)
 
 HIST_FLOOR = -8.0               # the probability histograms start at 10^-8 (smaller values go there)
 
@@ -414,6 +414,7 @@ class _TemperaturePanels:
         mean_h = float(entropy(torch.from_numpy(p_all)).mean())
         self.values = {"tau": float(tau), "row": row, "loss": float(loss), "entropy": st.entropy,
                        "effective_negatives": st.effective_negatives, "mean_entropy": mean_h,
+                       "mean_effective_negatives": mean_effective_negatives(sims, tau),   # the mean of e^H
                        "pull": st.pull, "hardest": st.hardest, "hardest_share": st.hardest_share,
                        "positive_probability": float(st.probs[row]),
                        "mean_positive_probability": float(np.diag(p_all).mean())}
@@ -426,7 +427,7 @@ class _TemperaturePanels:
                  (f"row {v['row']}: entropy", f"{v['entropy']:.2f} nats"),
                  ("effective negatives e^H", f"{v['effective_negatives']:.1f} of {b}")],
                 [("all rows: mean entropy", f"{v['mean_entropy']:.2f} nats"),
-                 ("mean e^H", f"{math.exp(v['mean_entropy']):.1f}"),
+                 ("mean e^H", f"{v['mean_effective_negatives']:.1f}"),
                  ("mean P(positive)", f"{v['mean_positive_probability']:.3f}")],
                 [(f"push on row {v['row']}'s negatives: total (1 − P_ii)/τ", f"{v['pull']:.3g}"),
                  ("the hardest negative's share", f"{100 * v['hardest_share']:.1f}%")]]

@@ -451,3 +451,32 @@ def test_true_captions_of_one_and_of_two_objects():
                 f"a {r} circle {where}"} & with_parts    # swapped, absent, the wrong size, a position in a pair
     with pytest.raises(ValueError, match="shape"):
         data.true_captions(torch.zeros(3, 5, dtype=torch.long))
+
+
+def _leaves_the_global_rng_alone(fn):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    fn()
+    return torch.equal(torch.rand(3), expected)
+
+
+def test_describe_with_a_template_or_a_generator_leaves_the_global_rng_alone():
+    scenes = data.sample_scenes(20, split="all", two_object_prob=0.5, generator=torch.Generator().manual_seed(0))
+    assert _leaves_the_global_rng_alone(lambda: data.describe(scenes, template=2))
+    assert _leaves_the_global_rng_alone(lambda: data.describe(scenes, generator=torch.Generator().manual_seed(1)))
+    # a fixed template draws nothing, so a generator passed along is not advanced either
+    g = torch.Generator().manual_seed(5)
+    data.describe(scenes, generator=g, template=1)
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())
+
+
+def test_hard_negative_captions_leave_the_global_rng_alone():
+    scenes = data.sample_scenes(20, split="all", two_object_prob=0.5, generator=torch.Generator().manual_seed(0))
+    assert _leaves_the_global_rng_alone(
+        lambda: data.hard_negative_captions(scenes, generator=torch.Generator().manual_seed(3)))
+
+
+def test_write_caption_dataset_leaves_the_global_rng_alone(tmp_path):
+    ds = data.ShapesWorld.generate(4, seed=5, split="all", two_object_prob=0.5)
+    assert _leaves_the_global_rng_alone(lambda: data.write_caption_dataset(ds, tmp_path, captions_per_image=3))

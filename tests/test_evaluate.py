@@ -299,3 +299,107 @@ def test_recalibrate_batchnorm_refuses_bad_images(images, error):
     tok = Tokenizer.for_shapesworld()
     with pytest.raises(error, match="images"):
         evaluate.recalibrate_batchnorm(build_model(tok, seed=0), images)
+
+
+# --- eval mode survives an exception; empty input; bad features, prompts and templates --------------
+
+class _Exploding(torch.nn.Module):
+    """A model whose encoders raise: embed_* must still put it back in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def encode_image(self, images):
+        raise RuntimeError("boom")
+
+    encode_text = encode_image
+
+
+def test_embed_restores_training_mode_when_the_encoder_raises():
+    model = _Exploding().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluate.embed_images(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    assert model.training
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluate.embed_texts(model, torch.zeros(2, 16, dtype=torch.long))
+    assert model.training
+
+
+def test_embedding_nothing_gives_an_empty_0_by_d_tensor(model, tok):
+    empty = evaluate.embed_images(model, torch.zeros(0, 3, 32, 32, dtype=torch.uint8))
+    assert empty.shape == (0, model.cfg.embed_dim) and empty.dtype == torch.float32
+    assert evaluate.embed_texts(model, tok([])).shape == (0, model.cfg.embed_dim)
+
+
+@pytest.mark.parametrize("x, y, error, match", [
+    (random_unit(4, 8), random_unit(1, 8), ValueError, r"x and y need the same batch size.*\(4, 8\).*\(1, 8\)"),
+    (random_unit(4, 8), random_unit(4, 5), ValueError, r"x and y need the same feature size"),
+    (random_unit(0, 8), random_unit(0, 8), ValueError, r"empty batch"),
+    (10 * random_unit(4, 8), random_unit(4, 8), ValueError, r"x is not L2-normalised: row 0 has length 10"),
+    (random_unit(4, 8), random_unit(4, 8).long(), TypeError, r"y must be floating point"),
+    (random_unit(4, 8).tolist(), random_unit(4, 8), TypeError, r"x must be a torch.Tensor, got list"),
+])
+def test_alignment_refuses_mismatched_or_unnormalised_features(x, y, error, match):
+    with pytest.raises(error, match=match):
+        evaluate.alignment(x, y)
+
+
+@pytest.mark.parametrize("x, error, match", [
+    (10 * random_unit(10, 8), ValueError, r"x is not L2-normalised: row 0 has length 10"),
+    (random_unit(10, 8)[:, :0], ValueError, r"x must be \(N, D\) with N >= 2 and D >= 1 .*got shape \(10, 0\)"),
+    (random_unit(10, 8)[0], ValueError, r"x must be \(N, D\).*got shape \(8,\)"),
+    (torch.full((3, 4), math.nan), ValueError, r"x is not L2-normalised: row 0 has length nan"),
+    (random_unit(3, 4).int(), TypeError, r"x must be floating point"),
+])
+def test_uniformity_refuses_bad_features(x, error, match):
+    with pytest.raises(error, match=match):
+        evaluate.uniformity(x)
+
+
+def test_metrics_take_bfloat16_produced_features():
+    # autocast's bfloat16 features, cast to float32, are unit length only to about 4e-3
+    x = random_unit(50, 64).bfloat16().float()
+    assert (x.norm(dim=1) - 1).abs().max() > 1e-4
+    assert evaluate.alignment(x, x) == 0.0
+    assert math.isfinite(evaluate.uniformity(x))
+    assert evaluate.zero_shot_accuracy(x, x[:10], torch.arange(50) % 10) >= 0.0
+
+
+def test_zero_shot_accuracy_casts_float64_features():
+    classes = torch.eye(4)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    images = F.normalize(classes[labels] + 0.1 * random_unit(8, 4), dim=-1)
+    assert evaluate.zero_shot_accuracy(images.double(), classes, labels) == 1.0
+    assert evaluate.zero_shot_accuracy(images, classes.double(), labels) == 1.0
+
+
+@pytest.mark.parametrize("images, classes, labels, error, match", [
+    (random_unit(5, 4), random_unit(3, 6), torch.zeros(5, dtype=torch.long), ValueError,
+     r"image_features \(5, 4\) and class_embeddings \(3, 6\) must have the same width"),
+    (random_unit(5, 4), 3 * random_unit(3, 4), torch.zeros(5, dtype=torch.long), ValueError,
+     r"class_embeddings is not L2-normalised"),
+    (random_unit(5, 4), random_unit(3, 4), torch.zeros(5), TypeError, r"labels must be integer class ids"),
+    (random_unit(0, 4), random_unit(3, 4), torch.zeros(0, dtype=torch.long), ValueError,
+     r"image_features must be \(N, D\) with N >= 1"),
+])
+def test_zero_shot_accuracy_refuses_bad_input(images, classes, labels, error, match):
+    with pytest.raises(error, match=match):
+        evaluate.zero_shot_accuracy(images, classes, labels)
+
+
+@pytest.mark.parametrize("templates, match", [
+    (("a picture",), r"each template needs exactly one '\{\}' for the class name, got 'a picture'"),
+    (("a {} {}",), r"exactly one '\{\}'.*got 'a \{\} \{\}'"),
+    (("a {color} {shape}",), r"got 'a \{color\} \{shape\}'.*named fields.*PROMPT_TEMPLATE"),
+    ("a {}", r"templates must be a sequence of strings such as \('a \{\}',\), got the string 'a \{\}'"),
+    ((), r"templates is empty"),
+])
+def test_zero_shot_classifier_refuses_templates_without_one_slot(model, tok, templates, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate.zero_shot_classifier(model, tok, ["red circle"], templates)
+
+
+def test_recall_of_no_pairs_is_an_error_not_nan():
+    with pytest.raises(ValueError, match=r"recall of no pairs.*\(0, 8\)"):
+        evaluate.retrieval_recall(random_unit(0, 8), random_unit(0, 8))

@@ -232,3 +232,14 @@ def test_in_batch_accuracy_of_bfloat16_features_is_computed_in_float32():
     txt = F.normalize(twins + 0.002 * torch.randn(64, 64, generator=g), dim=-1).bfloat16()
     in_bf16 = ((img @ txt.T).argmax(1) == torch.arange(64)).float().mean().item()
     assert in_batch_accuracy(img, txt) == in_batch_accuracy(img.float(), txt.float()) != in_bf16
+
+
+@pytest.mark.parametrize("img, txt, error, match", [
+    (features(4, 8)[0], features(3, 8)[1], ValueError, r"same batch size.*\(4, 8\).*\(3, 8\)"),
+    (features(4, 8)[0][:0], features(4, 8)[1][:0], ValueError, r"empty batch"),
+    (3 * features(4, 8)[0], features(4, 8)[1], ValueError, r"image_features is not L2-normalised: row 0 has length 3"),
+    (features(4, 8)[0], features(4, 8)[1].long(), TypeError, r"text_features must be floating point"),
+])
+def test_in_batch_accuracy_refuses_mismatched_or_unnormalised_features(img, txt, error, match):
+    with pytest.raises(error, match=match):
+        in_batch_accuracy(img, txt)

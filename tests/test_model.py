@@ -1,6 +1,7 @@
 """The encoders and TinyCLIP: shapes, normalisation, the causal text encoder and its <eot> pooling,
 the ViT option, input checks, seeding, CUDA, and a light `import clipcourse`."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -321,3 +322,47 @@ def test_submodules_load_on_first_use():
     assert clipcourse.text is sys.modules["clipcourse.text"]
     with pytest.raises(AttributeError, match="nonsense"):
         clipcourse.nonsense
+
+
+# --- token ids are checked at encode_text; build_model leaves the caller's config alone -------------
+
+def test_encode_text_refuses_float_tokens(tok, model):
+    tokens = tok(["a red circle"])
+    with pytest.raises(TypeError, match=r"tokens must be integer token ids .*got torch.float32"):
+        model.encode_text(tokens.float())
+    with pytest.raises(TypeError, match=r"tokens must be integer token ids .*got torch.bool"):
+        model.encode_text(tokens.bool())
+
+
+def test_encode_text_refuses_a_row_without_eot(tok, model):
+    # without <eot> the pooling would read position 0 (<sot>) of every such row: one feature for all
+    tokens = tok(["a red circle", "a blue square", "a green ring"])
+    tokens[1][tokens[1] == tok.eot_id] = tok.pad_id
+    tokens[2][tokens[2] == tok.eot_id] = tok.pad_id
+    with pytest.raises(ValueError, match=r"row 1 of tokens has no <eot> \(id 2\)"):
+        model.encode_text(tokens)
+
+
+@pytest.mark.parametrize("bad", [-1, "vocab"])
+def test_encode_text_refuses_ids_outside_the_vocabulary(tok, model, bad):
+    tokens = tok(["a red circle", "a blue square"])
+    value = len(tok) if bad == "vocab" else bad
+    tokens[1, 3] = value
+    with pytest.raises(ValueError, match=rf"row 1 of tokens holds id {value}.*vocab_size = {len(tok)}"):
+        model.encode_text(tokens)
+
+
+def test_encode_text_takes_any_integer_dtype(tok, model):
+    tokens = tok(["a red circle", "a large blue square left of a small green ring"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens.int()), model.encode_text(tokens))
+
+
+def test_build_model_leaves_the_callers_config_alone():
+    tc = encoders.TextEncoderConfig()
+    before = dataclasses.asdict(tc)
+    small = Tokenizer.from_captions(["one two three"], context_length=8)
+    model = build_model(small, text=tc)
+    assert dataclasses.asdict(tc) == before
+    assert model.cfg.text.vocab_size == len(small) and model.cfg.text.context_length == 8
+    assert model.cfg.text is not tc

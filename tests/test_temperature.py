@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,10 +82,36 @@ def test_fixed_temperature_default_is_clip_init():
     assert FixedTemperature()().item() == pytest.approx(0.07)
 
 
-@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), "0.1", None])
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), torch.tensor(0.0), np.float32("nan")])
 def test_fixed_temperature_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         FixedTemperature(bad)
+
+
+@pytest.mark.parametrize("bad, name", [("0.1", "str"), (None, "NoneType"), (True, "bool"),
+                                       (torch.tensor([0.1]), "Tensor of shape \\(1,\\)")])
+def test_temperatures_refuse_what_is_not_a_number_naming_its_type(bad, name):
+    with pytest.raises(TypeError, match=rf"temperature must be a number .*got {name}"):
+        FixedTemperature(bad)
+    with pytest.raises(TypeError, match=rf"init must be a number .*got {name}"):
+        LearnableTemperature(bad)
+
+
+@pytest.mark.parametrize("make", [np.float32, np.float64, torch.tensor, lambda v: torch.tensor(v, dtype=torch.float64)])
+def test_temperatures_take_numpy_numbers_and_0d_tensors(make):
+    assert FixedTemperature(make(0.1))().item() == pytest.approx(0.1)
+    learnable = LearnableTemperature(make(0.1), min_temperature=make(0.05), max_temperature=make(0.5))
+    assert learnable().item() == pytest.approx(0.1)
+    assert isinstance(learnable.min_temperature, float) and isinstance(learnable.max_temperature, float)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(init=math.inf, max_temperature=math.inf), "init"),
+                                          (dict(max_temperature=math.inf), "max_temperature"),
+                                          (dict(min_temperature=math.nan), "min_temperature"),
+                                          (dict(init=0.5, min_temperature=0.0), "min_temperature")])
+def test_learnable_temperature_refuses_infinite_or_nan_bounds_clearly(kwargs, name):
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number > 0"):
+        LearnableTemperature(**kwargs)
 
 
 @pytest.mark.parametrize("init", [0.0, -1.0, 0.005, 1.5])

@@ -362,3 +362,77 @@ def test_static_figures():
     (path,) = [line for line in fig.axes[0].lines if len(line.get_xdata()) == 11]
     assert path.get_xdata()[0] == pytest.approx(0.07)
     plt.close(fig)
+
+
+# --- the mean effective number of negatives; bad τ and bad similarity matrices ---------------------
+
+@pytest.mark.parametrize("tau", [0.07, 0.5])
+def test_mean_effective_negatives_readout_is_the_lessons_mean_of_e_to_the_h(tau):
+    # lesson 05 (its `effective` list) and diagnostics.Diagnosis.effective_negatives: the mean over the
+    # rows of e^H, not e to the mean H (smaller, by Jensen: 1.6 against 1.9 for this batch at τ = 0.07)
+    img, txt = batch()
+    ex = widgets.TemperatureExplorer((img, txt), tau=tau, canvas="agg")
+    sims = temperature_maths.similarities(img, txt)
+    lesson = temperature_maths.entropy(temperature_maths.probabilities(sims, tau)).exp().mean().item()
+    assert temperature_maths.mean_effective_negatives(sims, tau) == pytest.approx(lesson, rel=1e-12)
+    assert ex.readouts["mean_effective_negatives"] == pytest.approx(lesson, rel=1e-12)
+    assert f"mean e^H = {lesson:.1f}" in ex.drawn()["readout"]
+    from clipcourse import diagnostics
+    assert diagnostics.diagnose(img, txt, tau=tau, k=0).effective_negatives == pytest.approx(lesson, rel=1e-12)
+
+
+def _row0_stats(sims, tau):
+    return temperature_maths.row_stats(sims, tau, 0)
+
+
+SIM_FUNCTIONS = [temperature_maths.probabilities, temperature_maths.gradient_weights, _row0_stats,
+                 temperature_maths.mean_entropy, temperature_maths.hardest_shares,
+                 lambda sims, tau: temperature_maths.mean_effective_negatives(sims, tau)]
+
+
+@pytest.mark.parametrize("fn", SIM_FUNCTIONS)
+@pytest.mark.parametrize("tau, error, match", [
+    (0.0, ValueError, r"tau must be positive and finite, got 0\.0"),
+    (-0.07, ValueError, r"tau must be positive and finite, got -0\.07"),
+    (math.inf, ValueError, r"tau must be positive and finite, got inf"),
+    (math.nan, ValueError, r"tau must be positive and finite, got nan"),
+    ("0.07", TypeError, r"tau must be a number, got str"),
+    (True, TypeError, r"tau must be a number, got bool"),
+])
+def test_temperature_maths_refuses_a_bad_tau(fn, tau, error, match):
+    sims = temperature_maths.similarities(*batch())
+    with pytest.raises(error, match=match):
+        fn(sims, tau)
+
+
+@pytest.mark.parametrize("fn", SIM_FUNCTIONS)
+@pytest.mark.parametrize("sims, error, match", [
+    (torch.eye(3, 4), ValueError, r"sims must be a square \(B, B\) matrix.*\(3, 4\)"),
+    (torch.ones(1, 1), ValueError, r"sims must be a square \(B, B\) matrix with B >= 2.*\(1, 1\)"),
+    (torch.ones(4), ValueError, r"sims must be a square \(B, B\) matrix.*\(4,\)"),
+    (torch.full((3, 3), math.nan), ValueError, r"sims holds NaN or infinity"),
+    (torch.eye(3, dtype=torch.long), TypeError, r"sims must hold floating-point similarities, got dtype torch.int64"),
+    ([[1.0, 0.0], [0.0, 1.0]], TypeError, r"sims must be a torch tensor"),
+])
+def test_temperature_maths_refuses_a_bad_similarity_matrix(fn, sims, error, match):
+    with pytest.raises(error, match=match):
+        fn(sims, 0.07)
+
+
+def test_temperature_maths_takes_numpy_floats_and_0d_tensors_as_tau():
+    sims = temperature_maths.similarities(*batch())
+    expected = temperature_maths.probabilities(sims, 0.25)
+    for tau in (np.float32(0.25), np.float64(0.25), torch.tensor(0.25)):
+        torch.testing.assert_close(temperature_maths.probabilities(sims, tau), expected)
+
+
+def test_the_other_temperature_maths_functions_refuse_a_bad_tau():
+    img, txt = batch()
+    with pytest.raises(ValueError, match=r"tau_range must be two finite numbers 0 < low < high"):
+        temperature_maths.optimal_temperature(img, txt, tau_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"tau_range must be two finite numbers 0 < low < high"):
+        temperature_maths.optimal_temperature(img, txt, tau_range=(1.0, 0.1))
+    with pytest.raises(ValueError, match=r"start must be positive and finite, got -1"):
+        temperature_maths.descend_log_temperature(img, txt, start=-1.0, steps=3)
+    with pytest.raises(ValueError, match=r"tau must be positive and finite, got 0"):
+        temperature_maths.loss_curve(img, txt, [0.1, 0.0])
