@@ -14,7 +14,9 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = ["00_welcome.ipynb", "04_the_contrastive_loss.ipynb"]
+LESSONS = ["00_welcome.ipynb", "04_the_contrastive_loss.ipynb", "07_learnable_temperature.ipynb",
+           "11_binding_and_hard_negatives.ipynb"]
+EXPECT = re.compile(r"\bexercises\.expect\(")
 
 
 def _load_tool():
@@ -78,6 +80,18 @@ def _headings(nb, prefix: str) -> list[str]:
     return found
 
 
+def _is_exercise(cell) -> bool:
+    """An exercise, checker or prediction cell: a TODO, or `exercises.` used for anything but `expect(`."""
+    rest = EXPECT.sub("", cell.source)
+    return cell.cell_type == "code" and ("TODO" in rest or "exercises." in rest)
+
+
+def _printed(cell) -> list[str]:
+    """The lines a code cell printed (its stream outputs), whitespace collapsed, blank lines left out."""
+    text = "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
 def _code_lines(source: str) -> list[str]:
     """Distinctive lines of code: long enough not to occur in prose by chance."""
     lines = []
@@ -124,12 +138,18 @@ def test_figures_kept_solutions_and_exercise_code_left_out(decks, name):
         assert f"data:image/png;base64,{png}" in page
     solutions = [cell for cell in nb.cells if "solution_for" in (cell.metadata.get("clipcourse") or {})]
     exercise_cells = [cell for cell in nb.cells if cell.cell_type == "code" and "TODO" in cell.source]
-    checkers = [cell for cell in nb.cells if cell.cell_type == "code" and "exercises." in cell.source]
+    checkers = [cell for cell in nb.cells if _is_exercise(cell) and "TODO" not in cell.source]
     assert solutions and exercise_cells and checkers
     assert "Show a solution" not in text
+    prose = " ".join(" ".join(cell.source.split()) for cell in nb.cells if cell.cell_type == "markdown")
     for cell in solutions + exercise_cells + checkers:
         for line in _code_lines(cell.source):
-            assert line not in text, f"exercise or solution code on a slide: {line!r}"
+            if line not in prose:                    # an exercise's statement may quote a line ("set answer = ...")
+                assert line not in text, f"exercise or solution code on a slide: {line!r}"
+    for cell in checkers:                            # their feedback ("⏳ Not attempted yet ...") is left out too
+        for out in cell.outputs:
+            feedback = " ".join(str(out.get("data", {}).get("text/plain", out.get("text", ""))).split())
+            assert not feedback or feedback not in text, f"a checker's or prediction's feedback on a slide: {feedback!r}"
     for block in re.findall(r"<pre\b.*?</pre>", page, flags=re.S):  # code on the slides (prose may say "# TODO")
         assert "TODO" not in block, "a TODO line of code on a slide"
     # the setup cell's code is not shown; printed results are
@@ -144,6 +164,65 @@ def test_by_hand_code_shown_other_code_hidden(decks):
     assert "import open_clip" not in text             # other code: only its output
     assert "by hand 0.8218 | clipcourse 0.8218 | open_clip 0.8218" in text
     assert "plt.subplots" not in text                 # plotting code is not shown, its figure is
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_results_cells_with_expect_guards_are_kept(decks, name):
+    """A results cell that ends with `exercises.expect(...)` guards is a results cell, not an exercise: what it
+    printed is on the slides, and its guards are not."""
+    nb, page = decks[name]
+    text = _text(page)
+    guarded = [cell for cell in nb.cells if cell.cell_type == "code" and EXPECT.search(cell.source)
+               and not _is_exercise(cell) and cell.outputs]
+    for cell in guarded:
+        for line in _printed(cell):
+            assert line in text, f"a printed result left off the slides: {line!r}"
+    for block in re.findall(r"<pre\b.*?</pre>", page, flags=re.S):
+        assert "exercises.expect" not in html.unescape(re.sub(r"<[^>]+>", "", block)), "a guard's code on a slide"
+
+
+def test_verdicts_on_the_slides(decks):
+    """The lessons' printed verdicts, as stored, are on the slides: lesson 07's C4, C5 and C6, lesson 11's."""
+    for name, starts, count in (("07_learnable_temperature.ipynb", ("C4 ", "C5 ", "C6 "), 3),
+                                ("11_binding_and_hard_negatives.ipynb", ("hard negatives improve binding at τ = ",
+                                                                         "plain captions leave binding"), 3)):
+        nb, page = decks[name]
+        text = _text(page)
+        verdicts = [line for cell in nb.cells if cell.cell_type == "code" for line in _printed(cell)
+                    if line.startswith(starts)]
+        assert len(verdicts) == count, f"{name}: the stored verdict lines changed: {verdicts}"
+        for line in verdicts:
+            assert line in text, f"{name}: a verdict left off the slides: {line!r}"
+
+
+def test_which_code_cells_a_deck_keeps():
+    """Exercise cells, checkers and prediction cells are left out; results cells guarded by expect are kept."""
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+    def printed(source, text):
+        cell = code(source)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        return cell
+
+    nb = nbformat.v4.new_notebook(cells=[
+        md("# Lesson"),
+        md("## Build it by hand"),
+        printed('acc = 0.9\nprint(f"accuracy {acc}")\nexercises.expect("accuracy", acc, at_least=0.5)',
+                "accuracy 0.9\n"),
+        printed('for t in (1, 2):\n    exercises.expect("t", t, at_least=0)', "loop only\n"),
+        printed("exercises.lesson04.check_clip_loss(my_clip_loss)", "checker feedback\n"),
+        printed("exercises.predictions.best_fixed_tau(prediction, TAUS, 0.1, [])", "prediction feedback\n"),
+        printed('answer = None  # TODO\nexercises.expect("x", 1, at_least=0)', "todo output\n"),
+        printed('import clipcourse.exercises.lesson04\nexercises.expect("x", 1, at_least=0)', "setup output\n"),
+    ])
+    deck = slides.lecture_notebook(nb)
+    kept = [cell for cell in deck.cells if cell.cell_type == "code"]
+    assert [cell.outputs[0]["text"] for cell in kept] == ["accuracy 0.9\n", "loop only\n"]
+    shown, loop = kept
+    assert slides.HIDE_INPUT_TAG not in shown.metadata.get("tags", [])       # short code under "by hand"
+    assert shown.source == 'acc = 0.9\nprint(f"accuracy {acc}")'             # ... without its guard
+    assert "exercises.expect" in loop.source                                # a block of guards alone stays Python
+    assert nb.cells[2].source.endswith("at_least=0.5)"), "the deck is made on a copy"
 
 
 def test_notebooks_not_modified(tmp_path):

@@ -10,13 +10,16 @@ copy in memory, as `slideshow.slide_type` metadata, by one rule:
 
 * a `#` or `##` heading starts a slide, a `###` heading a sub-slide (reveal.js: "down"). A markdown cell
   holding a heading further down is split there first;
-* prose (markdown) is kept; code cells keep their outputs (figures, printed numbers) but not their code,
-  except short code (at most SHORT_CODE_LINES lines, no figure: plotting code is not the point) under a
-  "by hand" heading, which is the lecture's derivation. Code cells without outputs (imports, setup) are left out;
+* prose (markdown) is kept; code cells keep their outputs (figures, printed numbers, verdicts) but not their
+  code, except short code (at most SHORT_CODE_LINES lines, no figure: plotting code is not the point) under a
+  "by hand" heading, which is the lecture's derivation; code shown there leaves out its `exercises.expect(...)`
+  guards. Code cells without outputs (imports, setup) are left out;
 * left out entirely, so that they are not even in the HTML: the "Show a solution" cells (metadata
-  `{"clipcourse": {"solution_for": ...}}`), every code cell holding a TODO or calling `exercises.` (exercise
-  cells, checkers, prediction prompts and their feedback), and, under an "Exercise" heading, everything but
-  the heading's own cell (the exercise's statement).
+  `{"clipcourse": {"solution_for": ...}}`), every code cell holding a TODO or using `exercises.` for anything
+  but `exercises.expect(` (exercise cells, checkers `exercises.lessonNN.check_...`, prediction prompts and
+  their feedback `exercises.predictions...`), and, under an "Exercise" heading, everything but the heading's
+  own cell (the exercise's statement). A results cell that ends with `exercises.expect(...)` guards (a check
+  that a trained model's numbers hold on any computer, silent when they do) is a results cell: it is kept.
 
 The decks are nbconvert's reveal.js slides (`SlidesExporter`) with a small template of our own
 (tools/slides_templates/clipcourse_reveal) that loads reveal.js with plain <script> tags instead of
@@ -35,6 +38,7 @@ show as their TeX source.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import shutil
@@ -54,6 +58,7 @@ HIDE_INPUT_TAG = "clipcourse-slides-hide-input"
 
 _HEADING = re.compile(r"^(#{1,3}) +(\S.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_EXPECT = re.compile(r"\bexercises\.expect\(")
 
 
 class SlidesError(Exception):
@@ -85,7 +90,41 @@ def _is_solution(cell) -> bool:
 
 
 def _is_exercise_code(cell) -> bool:
-    return "TODO" in cell.source or "exercises." in cell.source
+    """An exercise, checker or prediction cell: a TODO, or `exercises.` used for anything but `expect(`."""
+    source = _EXPECT.sub("", cell.source)
+    return "TODO" in source or "exercises." in source
+
+
+def _is_expect(node) -> bool:
+    """Is this statement a bare `exercises.expect(...)` call?"""
+    call = node.value if isinstance(node, ast.Expr) else None
+    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "expect"
+            and isinstance(call.func.value, ast.Name) and call.func.value.id == "exercises")
+
+
+def _without_expect(source: str) -> str:
+    """The code with its `exercises.expect(...)` statements left out, for showing on a slide.
+
+    A statement is left out only where others remain in its block (the code shown still reads as Python);
+    code that does not parse (IPython magics) is returned as it is."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    drop: set[int] = set()
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if not isinstance(block, list) or not block or not isinstance(block[0], ast.stmt):
+                continue
+            if all(_is_expect(stmt) for stmt in block):
+                continue
+            for stmt in block:
+                if _is_expect(stmt):
+                    drop.update(range(stmt.lineno - 1, stmt.end_lineno))
+    if not drop:
+        return source
+    return "\n".join(line for k, line in enumerate(source.splitlines()) if k not in drop).rstrip("\n")
 
 
 def lecture_notebook(nb):
@@ -123,7 +162,8 @@ def lecture_notebook(nb):
         elif cell.cell_type == "code":
             if any(exercise.values()) or _is_exercise_code(cell) or not cell.get("outputs"):
                 continue
-            lines = [line for line in cell.source.splitlines() if line.strip()]
+            shown = _without_expect(cell.source)
+            lines = [line for line in shown.splitlines() if line.strip()]
             figure = any("image/png" in out.get("data", {}) for out in cell.outputs)
             show_code = (
                 any(by_hand.values())
@@ -132,7 +172,9 @@ def lecture_notebook(nb):
                 and not any(line.lstrip().startswith(("%", "!")) for line in lines)
             )
             cell.metadata = {"slideshow": {"slide_type": "-"}}
-            if not show_code:
+            if show_code:
+                cell.source = shown
+            else:
                 cell.metadata["tags"] = [HIDE_INPUT_TAG]
             cells.append(cell)
         # raw cells: left out
