@@ -48,6 +48,7 @@ class TrainingDashboard(Callback):
     mode: "auto" (pick from the backend), "inline", "widget" or "none" (never display).
     Evaluation metrics (`state.metrics`, e.g. held-out accuracy) join the accuracy panel as
     dotted lines with markers, one per metric, so they should be fractions in [0, 1].
+    A run resumed from a checkpoint (`train(..., resume=...)`) is drawn from its first step.
     """
 
     def __init__(self, every: int = 25, *, mode: str = "auto", title: str = "",
@@ -152,6 +153,8 @@ class TrainingDashboard(Callback):
 
     def on_train_start(self, state: TrainState) -> None:
         self._reset()
+        if state.history is not None:           # a resumed run: draw the steps the checkpoint holds too
+            self._replay(state.history)
         if self.figure is None:
             self._build(state.config.steps)
         else:                                   # reused for another run: same artists, new data
@@ -159,6 +162,17 @@ class TrainingDashboard(Callback):
                 ax.set_xlim(0, max(1, state.config.steps))
         self._update_artists(state)
         self._show()
+
+    def _replay(self, history) -> None:
+        self.steps = list(history.step)
+        for name in _PANELS:
+            self.values[name] = list(getattr(history, name))
+        for record in history.evaluations:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    steps, values = self.evaluations.setdefault(name, ([], []))
+                    steps.append(record["step"])
+                    values.append(float(value))
 
     def on_step_end(self, state: TrainState) -> None:
         self.steps.append(state.step)

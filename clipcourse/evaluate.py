@@ -207,8 +207,9 @@ def recalibrate_batchnorm(model, images: torch.Tensor, batch_size: int = 256) ->
     for its current weights (lesson 06); the model itself is left as it was.
 
     In eval mode BatchNorm normalises with running averages of recent training batches. While the
-    weights move fast those averages describe an older network; the copy's are exact averages over
-    `images` (torch.optim.swa_utils.update_bn, the routine SWA uses after averaging weights).
+    weights move fast those averages describe an older network; the copy's are averages over `images`
+    for today's weights (torch.optim.swa_utils.update_bn, the routine SWA uses after averaging weights:
+    each batch's mean and variance count equally, close to but not exactly the statistics of all images).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

@@ -149,3 +149,20 @@ def test_the_empty_figure_renders():
     dash.on_train_start(train.TrainState(model=None, optimizer=None, config=train.TrainConfig(steps=10)))
     dash.figure.savefig(io.BytesIO(), format="png")
     assert dash.axes["temperature"].get_ylim() == pytest.approx((0.01, 1.0))
+
+
+def test_a_resumed_run_draws_the_steps_its_checkpoint_holds():
+    """train(..., resume=...) loads the checkpoint's History before on_train_start: the dashboard starts from it."""
+    history = train.History()
+    history.load_state_dict({"step": [1, 2, 3], "loss": [3.0, 2.5, 2.0], "temperature": [0.07, 0.068, 0.066],
+                             "accuracy": [0.1, 0.2, 0.3], "evaluations": [{"step": 3, "heldout_acc": 0.4,
+                                                                            "note": "x"}]})
+    state = train.TrainState(model=None, optimizer=None, config=train.TrainConfig(steps=6), history=history)
+    dash = TrainingDashboard(every=1, mode="none")
+    dash.on_train_start(state)
+    state.step, state.loss, state.temperature, state.accuracy = 4, 1.5, 0.064, 0.4
+    dash.on_step_end(state)
+    x, y = dash.lines["loss"].get_data()
+    assert list(x) == [1, 2, 3, 4] and list(y) == pytest.approx([3.0, 2.5, 2.0, 1.5])
+    assert dash.evaluations == {"heldout_acc": ([3], [0.4])}
+    assert history.step == [1, 2, 3]                         # the run's own History is not touched
