@@ -272,6 +272,23 @@ def swap_changes_binding(scenes: torch.Tensor) -> torch.Tensor:
             & (scenes[:, 0, SHAPE] != scenes[:, 1, SHAPE]))
 
 
+NUM_SWAP_FAMILIES = (len(COLORS) * (len(COLORS) - 1) // 2) * (len(SHAPES) * (len(SHAPES) - 1) // 2)  # 28 x 15
+
+
+def swap_family(scenes: torch.Tensor) -> torch.Tensor:
+    """(N,) long: each scene's swap family (lesson 11), an id in [0, NUM_SWAP_FAMILIES), where swap_changes_binding
+    holds, else -1. A family is a pair of colours with a pair of shapes; its four pairings are a picture, its colour
+    twin, its shape twin and both swaps (the picture mirrored), so swap_attribute never leaves a family."""
+    _check_scenes(scenes)
+    def pair_id(a, b, n):                          # the unordered pair {a, b}, a != b, as 0 .. n(n-1)/2 - 1
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        return lo * n - lo * (lo + 1) // 2 + hi - lo - 1
+    colours = pair_id(scenes[:, 0, COLOR], scenes[:, 1, COLOR], len(COLORS))
+    shapes = pair_id(scenes[:, 0, SHAPE], scenes[:, 1, SHAPE], len(SHAPES))
+    family = colours * (len(SHAPES) * (len(SHAPES) - 1) // 2) + shapes
+    return torch.where(swap_changes_binding(scenes), family, torch.full_like(family, -1))
+
+
 def binding_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """NegCLIP-style negatives (lesson 11): the colours or the shapes swapped between the two objects (chosen
     at random) where the objects differ in colour and in shape, else hard_negative's one changed attribute."""

@@ -480,3 +480,23 @@ def test_hard_negative_captions_leave_the_global_rng_alone():
 def test_write_caption_dataset_leaves_the_global_rng_alone(tmp_path):
     ds = data.ShapesWorld.generate(4, seed=5, split="all", two_object_prob=0.5)
     assert _leaves_the_global_rng_alone(lambda: data.write_caption_dataset(ds, tmp_path, captions_per_image=3))
+
+
+def test_swap_family_is_closed_under_the_swaps_and_numbers_every_family_once():
+    scenes = data.sample_scenes(4000, split="all", two_object_prob=1.0, generator=torch.Generator().manual_seed(0))
+    family = data.swap_family(scenes)
+    ok = data.swap_changes_binding(scenes)
+    assert torch.equal(family < 0, ~ok)                                           # -1 exactly where no swap binds
+    both = data.swap_attribute(data.swap_attribute(scenes, "color"), "shape")      # the picture mirrored
+    for twin in (data.swap_attribute(scenes, "color"), data.swap_attribute(scenes, "shape"), both):
+        assert torch.equal(data.swap_family(twin), family)
+    assert data.NUM_SWAP_FAMILIES == 28 * 15
+    every = torch.tensor([[[c1, s1, 0, 0, 1], [c2, s2, 0, 1, 1]] for c1, c2 in itertools.combinations(range(8), 2)
+                          for s1, s2 in itertools.combinations(range(6), 2)])     # one pairing per family
+    assert sorted(data.swap_family(every).tolist()) == list(range(data.NUM_SWAP_FAMILIES))
+    key = lambda s: (frozenset(s[:, COLOR].tolist()), frozenset(s[:, SHAPE].tolist()))
+    for s, f in zip(scenes[ok][:300], family[ok][:300]):                          # same family: same colours and shapes
+        same = [bool(g == f) for g in family[ok][:300]]
+        assert all((key(t) == key(s)) == m for t, m in zip(scenes[ok][:300], same))
+    with pytest.raises(ValueError, match="shape"):
+        data.swap_family(torch.zeros(3, 5, dtype=torch.long))

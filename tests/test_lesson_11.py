@@ -217,3 +217,58 @@ def test_the_optional_control_cell_runs_and_touches_no_result():
     assert trained == [0.02, 0.1] and namespace["score"] == score
     assert len(printed) == 4 and "random extra captions 50.0%" in printed[0], printed
     assert "verdict(+0.00)" in printed[1], printed
+
+
+# --- pairings held out of training (swap families) ------------------------------------------------------------
+
+def _lesson_cell(cell_id):
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "11_binding_and_hard_negatives.ipynb"
+    return "".join(next(c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c.get("id") == cell_id)["source"])
+
+
+def test_the_training_data_cell_keeps_every_held_out_family_out_of_captions_and_hard_negatives():
+    """The lesson's training-data cell, run on a small pool: no kept caption or hard negative lies in a held-out
+    family, so no new-pairing test picture (truth or twin) was ever a training caption."""
+    source = _lesson_cell("l11-09")
+    for big, small in (("generate(15000,", "generate(900,"), ("[:12000]", "[:600]"), ("len(world) == 12000", "len(world) == 600")):
+        assert big in source
+        source = source.replace(big, small)
+    held = torch.randperm(data.NUM_SWAP_FAMILIES, generator=torch.Generator().manual_seed(0))[:70]
+    namespace = dict(torch=torch, data=data, tok=text.Tokenizer.for_shapesworld(), held=held, print=lambda *a, **k: None)
+    exec(source, namespace)
+    world, negatives = namespace["world"], namespace["negatives"]
+    assert len(world) == 600 and len(negatives) == 600
+    test = data.sample_scenes(2000, split="all", two_object_prob=1.0, generator=torch.Generator().manual_seed(7))
+    test = test[torch.isin(data.swap_family(test), held)]
+    assert len(test) > 100
+    said = set(namespace["captions"]) | set(negatives)
+    for attribute in (None, *data.SWAPPABLE):                       # the truth and both twins
+        scenes = test if attribute is None else data.swap_attribute(test, attribute)
+        for k in range(len(data.PAIR_TEMPLATES)):
+            assert said.isdisjoint(data.describe(scenes, template=k))
+
+
+def test_the_new_pairings_cell_scores_seen_and_new_apart_and_gives_both_verdicts():
+    source = _lesson_cell("l11-17h")
+    assert source.startswith("# NBVAL_IGNORE_OUTPUT") and "exercises.expect(" in source
+    new = torch.tensor([True, False, False, True])
+    fake = {("plain", 0.02): 0.5, ("hard negatives", 0.02): 0.7, ("plain", 0.1): 0.5, ("hard negatives", 0.1): 0.52}
+
+    def swap_test(m, rows):                                         # the score of model m: on new rows 0.1 lower
+        s = fake[m] - (0.1 if bool(rows[0]) else 0.0)
+        return {"color": s, "shape": s}
+
+    printed, expected = [], []
+    namespace = dict(new=new, models={k: k for k in fake}, swap_test=swap_test, MARGIN=0.07,
+                     verdict=lambda d: "holds" if d > 0.07 else "does not hold" if d < -0.07 else "unclear",
+                     exercises=type("E", (), {"expect": staticmethod(lambda *a, **k: expected.append((a, k)))}),
+                     print=lambda *a, **k: printed.append(" ".join(map(str, a))))
+    exec(source, namespace)
+    by_pairing = namespace["by_pairing"]
+    assert by_pairing["hard negatives", 0.02] == pytest.approx({"seen": 0.7, "new": 0.6})
+    verdicts = [p for p in printed if ":" in p and ("improve" in p or "as well as" in p)]
+    assert len(verdicts) == 4
+    assert "improve binding on new pairings at τ = 0.02: holds" in verdicts[0]
+    assert "improve binding on new pairings at τ = 0.1: unclear" in verdicts[2]
+    assert all("does not hold" in v for v in verdicts[1::2])          # seen - new = 0.1 > 0.07 at both τ
+    assert len(expected) == 1 and expected[0][0][1] == pytest.approx(0.1)
