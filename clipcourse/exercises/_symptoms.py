@@ -93,3 +93,16 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
         return wrong(f"{said} — a dim= that the tensor does not have.",
                      "Print the .shape of each tensor: dim=-1 is the last dimension, dim=0 the first.")
     return wrong(said, "Test it on small tensors first and read the error's last line.")
+
+
+def gradient_differs(grads, ref_grads, features) -> Feedback | None:
+    """Feedback if a loss whose value is right has the wrong gradient with respect to unit-length `features`
+    (lessons 04 and 09); None when it agrees. Compared along the sphere only: normalising again (dim=-1)
+    rightly removes the radial part."""
+    tangent = [(g - (g * x).sum(-1, keepdim=True) * x, r - (r * x).sum(-1, keepdim=True) * x)
+               for g, r, x in zip(grads, ref_grads, features)]
+    if all(torch.allclose(g, r, rtol=1e-3, atol=1e-5) for g, r in tangent):
+        return None
+    return wrong("the value is right, but the gradient is not: part of the computation is cut off from "
+                 "autograd (.detach(), .data or a tensor rebuilt from numbers).",
+                 "Build the whole loss from the input tensors with torch operations.")
