@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import multiprocessing
 import os
 import pickle
@@ -364,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'' if args.no_gather else ', every pair a negative for every other'} ({dist.get_backend()}, "
                   f"{device.type})",
                   flush=True)
-        _, history = train.train(ddp if args.no_gather else GatherFeatures(ddp), images, tokens, cfg,
-                                 progress=rank == 0)
+        history = train.train(ddp if args.no_gather else GatherFeatures(ddp), images, tokens, cfg,
+                              progress=rank == 0)[1]
         if rank == 0:
             held = data.ShapesWorld.generate(2000, split="heldout", seed=1, two_object_prob=0.0)
             classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(c) for c in range(data.NUM_COMBOS)])
@@ -379,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         # was seen to abort in gloo ("terminate called without an active exception", SIGABRT) in CI.
         dist.barrier()
     finally:
+        # DDP keeps the process group (and gloo's threads) alive; freed during the interpreter's shutdown
+        # they could abort the same way, so free it here, before the group goes.
+        ddp = None
+        gc.collect()
         dist.destroy_process_group()
     return 0
 
