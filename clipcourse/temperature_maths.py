@@ -17,29 +17,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 
 from .loss import clip_loss
-from .temperature import LearnableTemperature
+from .temperature import LearnableTemperature, _positive
 
 TAU_RANGE = (1e-3, 10.0)        # the range of τ searched and shown (the sliders' range too)
 
 
 def _check_tau(tau, name: str = "tau") -> float:
-    """τ as a float: a finite number > 0 (a number or a 0-d tensor), or a TypeError / ValueError naming it.
-
-    At τ = 0 the softmax divides by zero (NaN); below 0 it turns over and favours the least similar caption.
-    """
-    if isinstance(tau, torch.Tensor) and tau.ndim == 0 and not tau.is_complex() and tau.dtype != torch.bool:
-        tau = float(tau)
-    if isinstance(tau, bool) or not isinstance(tau, Real):
-        raise TypeError(f"{name} must be a number, got {type(tau).__name__}")
-    tau = float(tau)
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"{name} must be positive and finite, got {tau}")
-    return tau
+    """τ as a float > 0, or a TypeError / ValueError naming it: at τ = 0 the softmax divides by zero (NaN),
+    below 0 it turns over and favours the least similar caption."""
+    return _positive(tau, name)
 
 
 def _check_sims(sims) -> torch.Tensor:

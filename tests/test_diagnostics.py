@@ -139,8 +139,8 @@ def test_diagnose_refuses_bad_input_naming_the_argument(image, text, error, matc
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(tau=0.0), ValueError, "tau must be positive"),
-    (dict(tau=math.inf), ValueError, "tau must be positive and finite"),
+    (dict(tau=0.0), ValueError, "tau must be a finite number > 0"),
+    (dict(tau=math.inf), ValueError, "tau must be a finite number > 0"),
     (dict(tau="0.07"), TypeError, "tau must be a number"),
     (dict(k=-1), ValueError, "k .how many hardest negatives."),
 ])
