@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .loss import _check_features, _check_scalar, _logits, clip_loss
+from .train import _find
 
 
 # --- The gather and the loss over the gathered batch -------------------------------------------
@@ -135,20 +136,14 @@ class GatherFeatures(nn.Module):
         super().__init__()
         self.model = model
 
-    def _inner(self) -> nn.Module:
-        inner = self.model
-        while hasattr(inner, "module") and isinstance(inner.module, nn.Module):   # DDP keeps it in .module
-            inner = inner.module
-        return inner
-
     @property
     def temperature(self) -> nn.Module:
-        return self._inner().temperature
+        return _find(self.model, "temperature")          # the wrapped model's, inside DDP's .module
 
     @property
     def logit_bias(self) -> nn.Parameter | None:
         """SigLIP's bias b of the wrapped model (None for CLIP): its sigmoid loss works on the global batch too."""
-        return getattr(self._inner(), "logit_bias", None)
+        return _find(self.model, "logit_bias")
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         image_features, text_features, temperature = self.model(images, tokens)    # (B, D), (B, D), ()
