@@ -272,3 +272,53 @@ def test_the_new_pairings_cell_scores_seen_and_new_apart_and_gives_both_verdicts
     assert "improve binding on new pairings at τ = 0.1: unclear" in verdicts[2]
     assert all("does not hold" in v for v in verdicts[1::2])          # seen - new = 0.1 > 0.07 at both τ
     assert len(expected) == 1 and expected[0][0][1] == pytest.approx(0.1)
+
+
+# --- binding by position: the "left of" and "right of" templates ------------------------------------------------
+
+def test_a_reader_of_positions_scores_exactly_one_minus_its_left_of_score_on_right_of():
+    """The lesson's argument, checked on many pictures with its own by-hand counter: a model that finds each
+    attribute on the object a caption names first (taken as the left one) prefers the truth of every 'left of'
+    swap and the twin of every 'right of' swap, so its two scores sum to 100 %; a model that knows colour-shape
+    pairs wherever they are prefers the truth in both."""
+    namespace = dict(torch=torch, data=data, print=lambda *a, **k: None,
+                     scene=torch.tensor([[[0, 1, 0, 0, 1], [2, 0, 1, 1, 1]]]))
+    namespace["colours_swapped"] = data.swap_attribute(namespace["scene"], "color")
+    exec(_lesson_cell("l11-23"), namespace)
+    in_place = namespace["in_place"]
+    scenes = _two_objects(300, seed=4)
+    scenes = scenes[data.swap_changes_binding(scenes)]
+    as_named = {1: lambda s: s, 2: lambda s: s.flip(0)}                # "right of" names the right object first
+    pairs = lambda s: {(int(o[data.COLOR]), int(o[data.SHAPE])) for o in s}
+    for attribute in data.SWAPPABLE:
+        twins = data.swap_attribute(scenes, attribute)
+        prefers = {t: [in_place(as_named[t](s), s) > in_place(as_named[t](w), s) for s, w in zip(scenes, twins)]
+                   for t in (1, 2)}
+        assert all(prefers[1]) and not any(prefers[2])                  # 100 % and 0 %: a sum of exactly 100 %
+        for t in (1, 2):                                                # the same captions' words, read as pairs
+            assert data.describe(scenes[:1], template=t) != data.describe(twins[:1], template=t)
+        assert all(pairs(s) != pairs(w) for s, w in zip(scenes, twins))  # a pair reader rejects every twin, any order
+
+
+def test_the_position_cell_prints_both_verdicts_and_guards_the_sum():
+    source = _lesson_cell("l11-24")
+    assert source.startswith("# NBVAL_IGNORE_OUTPUT") and "exercises.expect(" in source
+
+    def run(scores):                                                    # scores: model -> ('left of', 'right of')
+        printed, expected = [], []
+        expect = lambda name, value, at_most: expected.append(value) if value <= at_most else (_ for _ in ()).throw(
+            AssertionError(name))
+        namespace = dict(models={k: k for k in scores}, MARGIN=0.07, print=lambda *a, **k: printed.append(" ".join(a)),
+                         swap_test=lambda m, template: dict.fromkeys(data.SWAPPABLE, scores[m][template - 1]),
+                         exercises=type("E", (), {"expect": staticmethod(expect)}))
+        exec(source, namespace)
+        return printed, expected
+
+    positional = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.62, 0.381)}
+    printed, expected = run(positional)
+    assert "know positions only" in printed[-2] and printed[-2].split(": ")[1].startswith("holds")
+    assert "beyond position" in printed[-1] and "does not hold" in printed[-1]
+    assert expected == [pytest.approx(0.001)]
+    binding = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.70, 0.65)}   # 'right of' above chance
+    with pytest.raises(AssertionError, match="left of"):
+        run(binding)                                                    # the lesson's prose would be wrong: Run All stops

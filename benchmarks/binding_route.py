@@ -1,0 +1,69 @@
+"""Lesson 11's swap test in each caption template, over draws of data and weights (benchmarks/NOTES.md, twelfth round).
+
+    python benchmarks/binding_route.py DATA_SEED WEIGHT_SEED TAU {plain,hard} [--all-families]
+
+Trains one of the lesson's models (600 steps, batch 64, float32, one thread, 3x3 tower, tau fixed) on the lesson's
+training data drawn with DATA_SEED (the lesson's held-out swap families unless --all-families, the lesson's data
+before it held families out) and prints one JSON line: the mean swap-test score (colour and shape swaps, a tie half)
+in the "and", "left of" and "right of" templates, on all test pictures and on seen and new pairings, and on the
+training pictures; "relation" compares "X left of Y" with "X right of Y". The lesson's own run is 0 0 0.02 and 0.1.
+"""
+import argparse
+import json
+
+import torch
+
+from clipcourse import data, evaluate, model, text, train
+from clipcourse.encoders import ImageEncoderConfig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data_seed", type=int); p.add_argument("weight_seed", type=int); p.add_argument("tau", type=float)
+    p.add_argument("kind", choices=("plain", "hard")); p.add_argument("--all-families", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    tok = text.Tokenizer.for_shapesworld()
+    g = torch.Generator().manual_seed(7)                                       # the lesson's test set
+    test = data.sample_scenes(4000, split="all", two_object_prob=1.0, generator=g)
+    test = test[data.swap_changes_binding(test)]
+    test_images = data.render(test, jitter=0.03, generator=g)
+    held = torch.randperm(data.NUM_SWAP_FAMILIES, generator=torch.Generator().manual_seed(0))[:70]
+    in_held = lambda s: torch.isin(data.swap_family(s), held)
+    pool = data.ShapesWorld.generate(12000 if a.all_families else 15000, split="all", seed=a.data_seed, two_object_prob=1.0)
+    negatives = data.binding_negative(pool.scenes, generator=torch.Generator().manual_seed(2))
+    keep = (torch.arange(12000) if a.all_families else (~in_held(pool.scenes) & ~in_held(negatives)).nonzero().flatten()[:12000])
+    captions = data.describe(pool.scenes, generator=torch.Generator().manual_seed(1))
+    negative_captions = data.describe(negatives, generator=torch.Generator().manual_seed(1))
+    tokens = tok([captions[i] for i in keep.tolist()])
+    negative_tokens = tok([negative_captions[i] for i in keep.tolist()]) if a.kind == "hard" else None
+    m = model.build_model(tok, seed=a.weight_seed, temperature=a.tau, learnable_temperature=False,
+                          image=ImageEncoderConfig(last_kernel=3))
+    config = train.TrainConfig(steps=600, batch_size=64, precision="float32", seed=a.weight_seed)
+    m, history = train.train(m, pool.images[keep], tokens, config, hard_negative_tokens=negative_tokens, progress=False)
+
+    def scores(scenes, images, template):                                      # (n,) per picture, colour and shape
+        f = evaluate.embed_images(m, images)
+        sims = lambda s: (f * evaluate.embed_texts(m, tok(data.describe(s, template=template)))).sum(-1)
+        true = sims(scenes)
+        return sum((1 + torch.sign(true - sims(data.swap_attribute(scenes, k)))) / 2 for k in data.SWAPPABLE) / 2
+
+    new = in_held(test)
+    out = {"args": vars(a), "final_loss": history.loss[-1]}
+    for name, template in (("and", 0), ("left of", 1), ("right of", 2)):
+        s = scores(test, test_images, template)
+        out[name] = {"all": s.mean().item(), "seen": s[~new].mean().item(), "new": s[new].mean().item()}
+    trained = pool.scenes[keep]
+    rows = data.swap_changes_binding(trained).nonzero().flatten()[:3000]
+    out["training pictures"] = {n: scores(trained[rows], pool.images[keep][rows], t).mean().item()
+                                for n, t in (("left of", 1), ("right of", 2))}
+    f = evaluate.embed_images(m, test_images)
+    mirrored = data.swap_attribute(data.swap_attribute(test, "color"), "shape")
+    left = (f * evaluate.embed_texts(m, tok(data.describe(test, template=1)))).sum(-1)
+    right = (f * evaluate.embed_texts(m, tok(data.describe(mirrored, template=2)))).sum(-1)   # "X right of Y"
+    out["relation"] = ((1 + torch.sign(left - right)) / 2).mean().item()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
