@@ -1,12 +1,15 @@
 """Lesson 11's swap test in each caption template, over draws of data and weights (benchmarks/NOTES.md, twelfth round).
 
-    python benchmarks/binding_route.py DATA_SEED WEIGHT_SEED TAU {plain,hard} [--all-families]
+    python benchmarks/binding_route.py DATA_SEED WEIGHT_SEED TAU {plain,hard} [--all-families] [--relation-negatives]
+                                       [--steps STEPS]
 
-Trains one of the lesson's models (600 steps, batch 64, float32, one thread, 3x3 tower, tau fixed) on the lesson's
+Trains one of the lesson's models (600 steps unless --steps, batch 64, float32, one thread, 3x3 tower, tau fixed) on the lesson's
 training data drawn with DATA_SEED (the lesson's held-out swap families unless --all-families, the lesson's data
 before it held families out) and prints one JSON line: the mean swap-test score (colour and shape swaps, a tie half)
 in the "and", "left of" and "right of" templates, on all test pictures and on seen and new pairings, and on the
 training pictures; "relation" compares "X left of Y" with "X right of Y". The lesson's own run is 0 0 0.02 and 0.1.
+--relation-negatives (with hard): half of the pictures whose caption is a "left of" or "right of" caption get, instead
+of their swapped twin, the same caption with "left" and "right" exchanged ("X left of Y" -> "X right of Y").
 """
 import argparse
 import json
@@ -21,6 +24,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data_seed", type=int); p.add_argument("weight_seed", type=int); p.add_argument("tau", type=float)
     p.add_argument("kind", choices=("plain", "hard")); p.add_argument("--all-families", action="store_true")
+    p.add_argument("--relation-negatives", action="store_true")
+    p.add_argument("--steps", type=int, default=600)
     a = p.parse_args()
     torch.set_num_threads(1)
     tok = text.Tokenizer.for_shapesworld()
@@ -35,11 +40,20 @@ def main() -> None:
     keep = (torch.arange(12000) if a.all_families else (~in_held(pool.scenes) & ~in_held(negatives)).nonzero().flatten()[:12000])
     captions = data.describe(pool.scenes, generator=torch.Generator().manual_seed(1))
     negative_captions = data.describe(negatives, generator=torch.Generator().manual_seed(1))
+    if a.relation_negatives:                       # "X left of Y" <-> "X right of Y": the mirrored scene, other template
+        mirrored = data.describe(data.swap_attribute(data.swap_attribute(pool.scenes, "color"), "shape"), template=1)
+        mirrored_right = data.describe(data.swap_attribute(data.swap_attribute(pool.scenes, "color"), "shape"), template=2)
+        coin = torch.rand(len(captions), generator=torch.Generator().manual_seed(3)) < 0.5
+        for i, c in enumerate(captions):
+            if coin[i] and " left of " in c:
+                negative_captions[i] = mirrored_right[i]
+            elif coin[i] and " right of " in c:
+                negative_captions[i] = mirrored[i]
     tokens = tok([captions[i] for i in keep.tolist()])
     negative_tokens = tok([negative_captions[i] for i in keep.tolist()]) if a.kind == "hard" else None
     m = model.build_model(tok, seed=a.weight_seed, temperature=a.tau, learnable_temperature=False,
                           image=ImageEncoderConfig(last_kernel=3))
-    config = train.TrainConfig(steps=600, batch_size=64, precision="float32", seed=a.weight_seed)
+    config = train.TrainConfig(steps=a.steps, batch_size=64, precision="float32", seed=a.weight_seed)
     m, history = train.train(m, pool.images[keep], tokens, config, hard_negative_tokens=negative_tokens, progress=False)
 
     def scores(scenes, images, template):                                      # (n,) per picture, colour and shape
