@@ -1,7 +1,7 @@
 """Lesson 11's swap test in each caption template, over draws of data and weights (benchmarks/NOTES.md, twelfth round).
 
     python benchmarks/binding_route.py DATA_SEED WEIGHT_SEED TAU {plain,hard} [--all-families] [--relation-negatives]
-                                       [--steps STEPS]
+                                       [--steps STEPS] [--last-kernel {2,3}]
 
 Trains one of the lesson's models (600 steps unless --steps, batch 64, float32, one thread, 3x3 tower, tau fixed) on the lesson's
 training data drawn with DATA_SEED (the lesson's held-out swap families unless --all-families, the lesson's data
@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("kind", choices=("plain", "hard")); p.add_argument("--all-families", action="store_true")
     p.add_argument("--relation-negatives", action="store_true")
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--last-kernel", type=int, default=3, help="3: the lesson's tower; 2: lesson 06's default")
     a = p.parse_args()
     torch.set_num_threads(1)
     tok = text.Tokenizer.for_shapesworld()
@@ -52,7 +53,7 @@ def main() -> None:
     tokens = tok([captions[i] for i in keep.tolist()])
     negative_tokens = tok([negative_captions[i] for i in keep.tolist()]) if a.kind == "hard" else None
     m = model.build_model(tok, seed=a.weight_seed, temperature=a.tau, learnable_temperature=False,
-                          image=ImageEncoderConfig(last_kernel=3))
+                          image=ImageEncoderConfig(last_kernel=a.last_kernel))
     config = train.TrainConfig(steps=a.steps, batch_size=64, precision="float32", seed=a.weight_seed)
     m, history = train.train(m, pool.images[keep], tokens, config, hard_negative_tokens=negative_tokens, progress=False)
 
