@@ -7,7 +7,10 @@ Trains one of the lesson's models (600 steps unless --steps, batch 64, float32, 
 training data drawn with DATA_SEED (the lesson's held-out swap families unless --all-families, the lesson's data
 before it held families out) and prints one JSON line: the mean swap-test score (colour and shape swaps, a tie half)
 in the "and", "left of" and "right of" templates, on all test pictures and on seen and new pairings, and on the
-training pictures; "relation" compares "X left of Y" with "X right of Y". The lesson's own run is 0 0 0.02 and 0.1.
+training pictures; "relation" compares "X left of Y" with "X right of Y"; "mirror cosine" is the mean cosine of the
+image features of a picture and of its mirror (the objects' places exchanged), before and after training; "left
+colour probe" is how well a linear read-out of the image features names the left object's colour (half the test
+pictures to fit, half to score; chance 1/8, and 1/2 for features that hold both colours but not where they are). The lesson's own run is 0 0 0.02 and 0.1.
 --relation-negatives (with hard): half of the pictures whose caption is a "left of" or "right of" caption get, instead
 of their swapped twin, the same caption with "left" and "right" exchanged ("X left of Y" -> "X right of Y").
 """
@@ -15,6 +18,7 @@ import argparse
 import json
 
 import torch
+import torch.nn.functional as F
 
 from clipcourse import data, evaluate, model, text, train
 from clipcourse.encoders import ImageEncoderConfig
@@ -55,6 +59,12 @@ def main() -> None:
     m = model.build_model(tok, seed=a.weight_seed, temperature=a.tau, learnable_temperature=False,
                           image=ImageEncoderConfig(last_kernel=a.last_kernel))
     config = train.TrainConfig(steps=a.steps, batch_size=64, precision="float32", seed=a.weight_seed)
+    g_mirror = torch.Generator().manual_seed(8)                                 # a picture and its mirror, same jitter
+    mirror_pair = [data.render(s, jitter=0.03, generator=g_mirror.manual_seed(8)) for s in
+                   (test, data.swap_attribute(data.swap_attribute(test, "color"), "shape"))]
+    mirror_cosine = lambda: (evaluate.embed_images(m, mirror_pair[0]) * evaluate.embed_images(m, mirror_pair[1])).sum(-1).mean().item()
+    untrained_mirror_cosine = mirror_cosine()
+    untrained_probe = probe(evaluate.embed_images(m, test_images), test[:, 0, data.COLOR])
     m, history = train.train(m, pool.images[keep], tokens, config, hard_negative_tokens=negative_tokens, progress=False)
 
     def scores(scenes, images, template):                                      # (n,) per picture, colour and shape
@@ -77,7 +87,27 @@ def main() -> None:
     left = (f * evaluate.embed_texts(m, tok(data.describe(test, template=1)))).sum(-1)
     right = (f * evaluate.embed_texts(m, tok(data.describe(mirrored, template=2)))).sum(-1)   # "X right of Y"
     out["relation"] = ((1 + torch.sign(left - right)) / 2).mean().item()
+    out["mirror cosine"] = {"untrained": untrained_mirror_cosine, "trained": mirror_cosine()}   # image features only
+    out["left colour probe"] = {"untrained": untrained_probe,             # chance 1/8; both colours but not where: 1/2
+                                "trained": probe(f, test[:, 0, data.COLOR])}
     print(json.dumps(out))
+
+
+def probe(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy on the second half of a linear read-out (logistic regression) fitted on the first half."""
+    n = len(labels) // 2
+    w = torch.zeros(features.shape[1], int(labels.max()) + 1, requires_grad=True)
+    b = torch.zeros(int(labels.max()) + 1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300)
+
+    def closure():
+        opt.zero_grad()
+        value = F.cross_entropy(features[:n] @ w + b, labels[:n]) + 1e-4 * w.pow(2).sum()
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return ((features[n:] @ w + b).argmax(-1) == labels[n:]).float().mean().item()
 
 
 if __name__ == "__main__":
