@@ -24,6 +24,11 @@ from clipcourse import data, evaluate, model, text, train
 from clipcourse.encoders import ImageEncoderConfig
 
 
+def mirror(scenes: torch.Tensor) -> torch.Tensor:
+    """The two objects' colours and shapes exchanged: the same picture with the objects' places swapped."""
+    return data.swap_attribute(data.swap_attribute(scenes, "color"), "shape")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data_seed", type=int); p.add_argument("weight_seed", type=int); p.add_argument("tau", type=float)
@@ -46,22 +51,20 @@ def main() -> None:
     captions = data.describe(pool.scenes, generator=torch.Generator().manual_seed(1))
     negative_captions = data.describe(negatives, generator=torch.Generator().manual_seed(1))
     if a.relation_negatives:                       # "X left of Y" <-> "X right of Y": the mirrored scene, other template
-        mirrored = data.describe(data.swap_attribute(data.swap_attribute(pool.scenes, "color"), "shape"), template=1)
-        mirrored_right = data.describe(data.swap_attribute(data.swap_attribute(pool.scenes, "color"), "shape"), template=2)
+        as_left, as_right = (data.describe(mirror(pool.scenes), template=t) for t in (1, 2))
         coin = torch.rand(len(captions), generator=torch.Generator().manual_seed(3)) < 0.5
         for i, c in enumerate(captions):
             if coin[i] and " left of " in c:
-                negative_captions[i] = mirrored_right[i]
+                negative_captions[i] = as_right[i]
             elif coin[i] and " right of " in c:
-                negative_captions[i] = mirrored[i]
+                negative_captions[i] = as_left[i]
     tokens = tok([captions[i] for i in keep.tolist()])
     negative_tokens = tok([negative_captions[i] for i in keep.tolist()]) if a.kind == "hard" else None
     m = model.build_model(tok, seed=a.weight_seed, temperature=a.tau, learnable_temperature=False,
                           image=ImageEncoderConfig(last_kernel=a.last_kernel))
     config = train.TrainConfig(steps=a.steps, batch_size=64, precision="float32", seed=a.weight_seed)
-    g_mirror = torch.Generator().manual_seed(8)                                 # a picture and its mirror, same jitter
-    mirror_pair = [data.render(s, jitter=0.03, generator=g_mirror.manual_seed(8)) for s in
-                   (test, data.swap_attribute(data.swap_attribute(test, "color"), "shape"))]
+    mirror_pair = [data.render(s, jitter=0.03, generator=torch.Generator().manual_seed(8))   # the same jitter
+                   for s in (test, mirror(test))]
     mirror_cosine = lambda: (evaluate.embed_images(m, mirror_pair[0]) * evaluate.embed_images(m, mirror_pair[1])).sum(-1).mean().item()
     untrained_mirror_cosine = mirror_cosine()
     untrained_probe = probe(evaluate.embed_images(m, test_images), test[:, 0, data.COLOR])
@@ -83,9 +86,8 @@ def main() -> None:
     out["training pictures"] = {n: scores(trained[rows], pool.images[keep][rows], t).mean().item()
                                 for n, t in (("left of", 1), ("right of", 2))}
     f = evaluate.embed_images(m, test_images)
-    mirrored = data.swap_attribute(data.swap_attribute(test, "color"), "shape")
     left = (f * evaluate.embed_texts(m, tok(data.describe(test, template=1)))).sum(-1)
-    right = (f * evaluate.embed_texts(m, tok(data.describe(mirrored, template=2)))).sum(-1)   # "X right of Y"
+    right = (f * evaluate.embed_texts(m, tok(data.describe(mirror(test), template=2)))).sum(-1)   # "X right of Y"
     out["relation"] = ((1 + torch.sign(left - right)) / 2).mean().item()
     out["mirror cosine"] = {"untrained": untrained_mirror_cosine, "trained": mirror_cosine()}   # image features only
     out["left colour probe"] = {"untrained": untrained_probe,             # chance 1/8; both colours but not where: 1/2

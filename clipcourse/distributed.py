@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{device.type})",
                   flush=True)
         history = train.train(ddp if args.no_gather else GatherFeatures(ddp), images, tokens, cfg,
-                              progress=rank == 0)[1]
+                              progress=rank == 0)[1]          # only the history: no name left holding ddp (finally)
         if rank == 0:
             held = data.ShapesWorld.generate(2000, split="heldout", seed=1, two_object_prob=0.0)
             classes = evaluate.zero_shot_classifier(model, tok, [data.combo_name(c) for c in range(data.NUM_COMBOS)])

@@ -295,8 +295,6 @@ def test_a_reader_of_positions_scores_exactly_one_minus_its_left_of_score_on_rig
         prefers = {t: [in_place(as_named[t](s), s) > in_place(as_named[t](w), s) for s, w in zip(scenes, twins)]
                    for t in (1, 2)}
         assert all(prefers[1]) and not any(prefers[2])                  # 100 % and 0 %: a sum of exactly 100 %
-        for t in (1, 2):                                                # the same captions' words, read as pairs
-            assert data.describe(scenes[:1], template=t) != data.describe(twins[:1], template=t)
         assert all(pairs(s) != pairs(w) for s, w in zip(scenes, twins))  # a pair reader rejects every twin, any order
 
 
