@@ -9,7 +9,7 @@ model's `logit_bias`, lesson 09) -> backward -> AdamW step ->
 clamp the learnable temperature (as open_clip does, after every optimiser step).
 
 A step is all or nothing. A non-finite loss or gradient stops training before the optimiser step
-and puts back what the forward pass changed (BatchNorm's running statistics, the batch order, the random
+(under DDP in every process at the same step, as their averaged gradients are then NaN) and puts back what the forward pass changed (BatchNorm's running statistics, the batch order, the random
 state); Ctrl-C is taken at the end of a step. Either way callbacks hear it (`on_diverge`, `on_interrupt`:
 `Checkpoint` saves, `ProgressBar` closes), so the model, the history and the last checkpoint describe
 the same step, and `train(..., resume=checkpoint)` continues a run exactly as if it had never stopped.
@@ -368,6 +368,14 @@ class _StopAtStepEnd:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def _elsewhere() -> str:
+    """Under DDP a process whose loss was not finite makes every process's averaged gradients NaN."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        return "; DDP averages every process's gradients, so another process's loss may be the cause"
+    return ""
+
+
 def _diverged_message(what: str, step: int, cfg: TrainConfig, temperature: float, dtype: torch.dtype) -> str:
     return (f"{what} at step {step + 1} of {cfg.steps} (τ = {temperature:.4g}, lr = {_lr_at(step, cfg):.3g}, "
             f"{str(dtype).removeprefix('torch.')}). The model keeps its state from step {step}, BatchNorm "
@@ -526,11 +534,10 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 loss = clip_loss(image_features, text_features, temperature)
             optimizer.zero_grad(set_to_none=True)
             problem = None if torch.isfinite(loss) else f"the loss became {loss.item()}"
-            if problem is None:
-                loss.backward()
-                grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
-                if grads and not torch.isfinite(torch.stack(grads).sum()):   # one check, one sync
-                    problem = f"the gradients became NaN or infinite (the loss was {loss.item():.4g})"
+            loss.backward()          # even then: under DDP every process must join the gradients' all-reduce
+            grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+            if problem is None and grads and not torch.isfinite(torch.stack(grads).sum()):   # one check, one sync
+                problem = f"the gradients became NaN or infinite (the loss was {loss.item():.4g}{_elsewhere()})"
             if problem is not None:                                 # keep the last good state
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():

@@ -263,6 +263,43 @@ def test_train_refuses_a_ddp_model_built_on_another_device(tmp_path):
     assert next(model.parameters()).device.type == "cpu"       # refused before anything moved
 
 
+def _diverging_worker(rank, world_size, gather):
+    """DDP training in which process 1's loss alone turns NaN at step 3 (as a bad batch in one shard would)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, images, tokens = _uint8_batch(world_size * 32)
+    shard = slice(rank, None, world_size)
+    calls, real_loss = [], train.clip_loss
+
+    def loss(*args):
+        calls.append(1)
+        return real_loss(*args) * (float("nan") if rank == 1 and len(calls) == 3 else 1.0)
+
+    train.clip_loss = loss                                      # this process only: each one is its own
+    ddp = DistributedDataParallel(model)
+    cfg = train.TrainConfig(steps=5, batch_size=8, warmup_steps=1, precision="float32", device="cpu")
+    try:
+        train.train(distributed.GatherFeatures(ddp) if gather else ddp, images[shard], tokens[shard], cfg,
+                    progress=False)
+    except train.TrainingDiverged as error:
+        return {"error": str(error), "steps": error.history.step,
+                "weights": [p.detach().clone() for p in model.parameters()]}
+    return {"error": None}
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["no gather", "gather"])
+def test_a_loss_that_is_not_finite_in_one_process_stops_every_process_at_that_step(gather):
+    """Process 1 used to raise alone while process 0 waited in DDP's all-reduce of the gradients, then failed
+    with gloo's "Connection closed by peer", which says nothing of the cause."""
+    first, second = distributed.launch(_diverging_worker, world_size=2, args=(gather,), timeout=300)
+    assert second["error"].startswith("the loss became nan at step 3 of 5")
+    assert first["error"].startswith("the gradients became NaN or infinite")
+    assert "another process's loss may be the cause) at step 3 of 5" in first["error"]
+    assert first["steps"] == second["steps"] == [1, 2]
+    for a, b in zip(first["weights"], second["weights"]):     # both kept step 2's weights, the same ones
+        assert torch.equal(a, b)
+
+
 def _fails(rank, world_size):
     if rank == 1:
         raise ValueError("rank 1 is unhappy")
