@@ -383,6 +383,9 @@ def test_eot_symptoms(answer, phrase):
 def test_eot_right_and_not_attempted():
     assert lesson03.check_eot_positions(None, TOKENS).passed is None
     assert lesson03.check_eot_positions(EOT.numpy(), TOKENS).passed
+    typed = lesson03.check_eot_positions(EOT.tolist(), TOKENS)       # right, but counted: a nudge
+    assert typed.passed and "tensor operations" in typed.message
+    assert "tensor operations" not in lesson03.check_eot_positions(EOT, TOKENS).message
     assert lesson03.check_eot_positions(EOT.float(), TOKENS).passed
 
 

@@ -13,7 +13,8 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
     """Is `answer` the (B,) index of the <eot> token in each row of `tokens` (B, L)?"""
     if answer is None:
         return not_attempted("a (B,) tensor with the position of <eot> in each row of tokens")
-    if isinstance(answer, (list, tuple)) or type(answer).__module__ == "numpy":
+    by_list = isinstance(answer, (list, tuple))                  # counted by eye, or by a Python loop
+    if by_list or type(answer).__module__ == "numpy":
         try:
             answer = torch.as_tensor(answer)
         except (TypeError, ValueError, RuntimeError):
@@ -47,6 +48,9 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
         return wrong(f"position {answer.max().item()} does not exist: each row has {length} tokens (0..{length - 1}).",
                      "Look for the <eot> id in each row: (tokens == eot_id).int().argmax(dim=1).")
     if torch.equal(answer, eot):
+        if by_list:
+            return correct("Right positions. A list, though: the text encoder finds them for a whole batch at "
+                           "once with tensor operations. Can you? (tokens == eot_id) is where to start.")
         return correct("The text encoder reads its summary of each caption at these positions.")
     if torch.equal(answer, tokens.argmax(dim=1)) and int(tokens.max()) != eot_id:
         return wrong("tokens.argmax(dim=1) finds the token with the largest id, not <eot>.",
