@@ -149,8 +149,7 @@ _SHAPE_MASKS = (_square, _circle, _triangle, _diamond, _cross, _ring)  # in the 
 def render(scenes: torch.Tensor, resolution: int = 32, *, jitter: float = 0.0,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Render scenes (N, 2, 5) to uint8 images (N, 3, resolution, resolution), all at once."""
-    if scenes.ndim != 3 or scenes.shape[1:] != (2, 5):
-        raise ValueError(f"scenes must have shape (N, 2, 5), got {tuple(scenes.shape)}")
+    _check_scenes(scenes)
     if resolution < 16:
         raise ValueError(f"resolution must be at least 16 pixels, got {resolution}")
     n, g, res = scenes.shape[0], generator, resolution
@@ -237,11 +236,22 @@ def hard_negative_captions(scenes: torch.Tensor, *, generator: torch.Generator |
 SWAPPABLE: tuple[str, ...] = ("color", "shape")   # the attributes swap_attribute can exchange
 
 
+_ATTRIBUTE_COUNTS = (len(COLORS), len(SHAPES), len(SIZES), len(POSITIONS), 2)   # values per column of a scene
+
+
 def _check_scenes(scenes) -> None:
+    """Raise a TypeError / ValueError naming `scenes` unless it is an integer (N, 2, 5) tensor of valid attributes."""
     if not isinstance(scenes, torch.Tensor):
         raise TypeError(f"scenes must be a torch.Tensor (N, 2, 5), got {type(scenes).__name__}")
     if scenes.ndim != 3 or scenes.shape[1:] != (2, 5):
         raise ValueError(f"scenes must have shape (N, 2, 5), got {tuple(scenes.shape)}")
+    if scenes.is_floating_point() or scenes.is_complex() or scenes.dtype == torch.bool:
+        raise TypeError(f"scenes must hold integer attributes (as sample_scenes makes), got dtype {scenes.dtype}")
+    bad = (scenes < 0) | (scenes >= torch.tensor(_ATTRIBUTE_COUNTS, device=scenes.device))   # (N, 2, 5)
+    if bool(bad.any()):
+        i, slot, col = bad.nonzero()[0].tolist()
+        raise ValueError(f"scenes[{i}, {slot}, {col}] = {int(scenes[i, slot, col])} is out of range: column {col} "
+                         f"takes 0 .. {_ATTRIBUTE_COUNTS[col] - 1} ([colour, shape, size, pos, present])")
 
 
 def swap_attribute(scenes: torch.Tensor, attribute: str = "color") -> torch.Tensor:
@@ -353,6 +363,8 @@ class ShapesWorld:
     def generate(cls, n: int, *, split: str = "train", seed: int = 0, resolution: int = 32,
                  two_object_prob: float = 0.3, jitter: float = 0.03) -> "ShapesWorld":
         """Make n seeded image-caption pairs from one split ('train', 'heldout' or 'all')."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int (the same seed gives the same data), got {seed!r}")
         g = torch.Generator().manual_seed(seed)
         scenes = sample_scenes(n, split=split, two_object_prob=two_object_prob, generator=g)
         images = render(scenes, resolution, jitter=jitter, generator=g)

@@ -111,6 +111,8 @@ def shift_along(features, vector, amount: float) -> torch.Tensor:
     if v is None or v.shape != (x.shape[1],):
         raise ValueError(f"vector must be a tensor of shape ({x.shape[1]},), one number per feature, got "
                          f"{tuple(v.shape) if v is not None else type(vector).__name__}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("vector holds NaN or infinity: every moved embedding would be NaN")
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
         raise TypeError(f"amount must be a finite number, got {amount!r}")
     moved = x + amount * v                                        # (N, D)
@@ -175,8 +177,10 @@ class Diagnosis:
 
 def hardest_negatives(sims: torch.Tensor, k: int = 5) -> tuple[HardNegative, ...]:
     """The k most similar pairs (i, j) with j ≠ i of a (N, N) similarity matrix, hardest first."""
-    n = len(sims)
-    s = sims.double()
+    s = tm._check_sims(sims)                                             # float64 (N, N), N >= 2, finite
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k (how many hardest negatives) must be a whole number >= 0, got {k!r}")
+    n = len(s)
     off = s.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf).flatten()    # (N·N,) the diagonal excluded
     top = off.topk(min(k, n * (n - 1))).indices
     return tuple(HardNegative(image=int(t) // n, text=int(t) % n, similarity=float(off[t]),

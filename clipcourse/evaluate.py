@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import string
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
 
 from .data import fix_articles, to_float
-from .loss import _check_features, _check_unit
+from .loss import _check_features, _check_scalar, _check_unit
 
 
 def _in_eval_mode(model, encode, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -119,6 +120,9 @@ def zero_shot_accuracy(image_features: torch.Tensor, class_embeddings: torch.Ten
     if len(image_features) != len(labels):
         raise ValueError(f"image_features ({len(image_features)}) and labels ({len(labels)}) differ in length")
     pred = zero_shot_predict(image_features, class_embeddings)
+    if not 0 <= int(labels.min()) <= int(labels.max()) < len(class_embeddings):
+        raise ValueError(f"labels must be class ids in [0, {len(class_embeddings)}) (one per row of class_embeddings), "
+                         f"got values from {int(labels.min())} to {int(labels.max())}")
     return (pred.cpu() == labels.cpu()).float().mean().item()
 
 
@@ -135,6 +139,12 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
                          f"{tuple(text_features.shape)} must be paired row by row")
     if len(image_features) == 0:
         raise ValueError(f"recall of no pairs is undefined: image_features has shape {tuple(image_features.shape)}")
+    _check_features(image_features, text_features)
+    for name, x in (("image_features", image_features), ("text_features", text_features)):
+        if not bool(torch.isfinite(x).all()):            # NaN loses every comparison: each partner would rank first
+            raise ValueError(f"{name} holds NaN or infinity: check the model or the precision it ran in")
+    if isinstance(ks, Integral) or any(isinstance(k, bool) or not isinstance(k, Integral) or k < 1 for k in ks):
+        raise ValueError(f"ks must be a sequence of whole numbers >= 1, such as (1, 5, 10), got {ks!r}")
     sims = image_features @ text_features.T                       # (N, N)
     target = torch.arange(len(sims), device=sims.device)
     out = {}
@@ -155,6 +165,7 @@ def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> float:
     _check_features(x, y, names=("x", "y"))
     _check_unit("x", x)
     _check_unit("y", y)
+    _check_scalar("alpha", alpha, positive=True)
     return (x - y).norm(dim=1).pow(alpha).mean().item()
 
 
@@ -162,6 +173,7 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     """Wang & Isola's uniformity: log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (lower is
     more uniform on the sphere). x: (N, D), N >= 2, L2-normalised."""
     _unit_rows(x, "x", min_rows=2)
+    _check_scalar("t", t, positive=True)
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .loss import clip_loss
+from .loss import _check_features, _check_unit, clip_loss
 from .temperature import LearnableTemperature, _positive
 
 TAU_RANGE = (1e-3, 10.0)        # the range of τ searched and shown (the sliders' range too)
@@ -46,8 +46,17 @@ def _check_sims(sims) -> torch.Tensor:
     return sims.double()
 
 
+def _check_pair(image_features, text_features) -> None:
+    """Both float (B, D) tensors of one shape with L2-normalised rows (so that image_i · text_j is a cosine), or a
+    TypeError / ValueError naming the argument."""
+    _check_features(image_features, text_features)
+    _check_unit("image_features", image_features)
+    _check_unit("text_features", text_features)
+
+
 def similarities(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
     """Cosine similarities s_ij = image_i · text_j, in float64: (B, B)."""
+    _check_pair(image_features, text_features)
     return image_features.detach().double() @ text_features.detach().double().T
 
 
@@ -132,6 +141,7 @@ def hardest_shares(sims: torch.Tensor, tau: float) -> torch.Tensor:
 def loss_at(image_features: torch.Tensor, text_features: torch.Tensor, tau: float) -> float:
     """The CLIP loss (both directions) of a batch at τ."""
     tau = _check_tau(tau)
+    _check_pair(image_features, text_features)
     return float(clip_loss(image_features.detach().double(), text_features.detach().double(), tau))
 
 
@@ -161,6 +171,9 @@ def optimal_temperature(image_features: torch.Tensor, text_features: torch.Tenso
     τ is an end of the range (the loss keeps falling beyond it), that end is returned.
     """
     lo, hi = (math.log(t) for t in _check_tau_range(tau_range))
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 3:
+        raise ValueError(f"grid must be a whole number >= 3 (points in log τ), got {grid!r}")
+    _check_pair(image_features, text_features)
     us = torch.linspace(lo, hi, grid, dtype=torch.float64)
     losses = loss_curve(image_features, text_features, us.exp())
     k = int(losses.argmin())
@@ -194,6 +207,9 @@ def descend_log_temperature(image_features: torch.Tensor, text_features: torch.T
     """
     lo, hi = _check_tau_range(tau_range)
     start = min(max(_check_tau(start, "start"), lo), hi)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+    _check_pair(image_features, text_features)
     temp = LearnableTemperature(start, min_temperature=lo, max_temperature=hi).double()
     with torch.no_grad():
         temp.logit_scale.fill_(-math.log(start))          # exactly the start, not its float32 rounding
