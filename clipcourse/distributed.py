@@ -65,7 +65,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         # grad: (W·B, D), how *this* process's loss depends on every gathered row. Every process's
         # loss used my rows, so my rows' gradient is the sum over processes: all_reduce it, keep mine.
-        # (A reduce-scatter would move less data; gloo, the CPU backend, does not have one.)
+        # (A reduce-scatter would move less data; all_reduce is the simplest collective every backend has.)
         grad = grad.contiguous()
         dist.all_reduce(grad)                              # (W·B, D) summed over the processes
         return grad.chunk(ctx.world_size)[ctx.rank]        # (B, D), the rows this process made

@@ -163,6 +163,7 @@ WRONG = {
     "no tau": (lambda i, t, ai, at, tau, r: reference(i, t, ai, at, 1.0, r), "divide by τ"),
     "the notebook's tau": (lambda i, t, ai, at, tau, r: reference(i, t, ai, at, 0.07, r), "global tau"),
     "the notebook's B": (_labels(lambda r, b: r * 8 + torch.arange(b)), "global B"),
+    "the notebook's B twice": (_labels(lambda r, b: r * 8 + torch.arange(8)), "global B"),   # B = 8 from the notebook
     "image to text only": (lambda i, t, ai, at, tau, r: F.cross_entropy(i @ at.T / tau, r * len(i) + torch.arange(len(i))),
                            "only one direction: image→text"),
     "text to image only": (lambda i, t, ai, at, tau, r: F.cross_entropy(t @ ai.T / tau, r * len(i) + torch.arange(len(i))),

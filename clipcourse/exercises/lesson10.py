@@ -178,6 +178,10 @@ def check_local_loss(fn) -> Feedback:
         for rank in range(processes):
             out, err, _, changed = _run(fn, img, txt, tau, rank, per_process)
             if err is not None:
+                if f"target batch_size ({NOTEBOOK_B})" in str(err) and per_process != NOTEBOOK_B:
+                    return wrong(f"your labels have {NOTEBOOK_B} entries, but this call has {per_process} pairs per "
+                                 "process: the notebook's global B?", "Take B from the arguments: "
+                                 "B = len(image_features); labels = rank * B + torch.arange(B).")
                 return explain_exception(err, f"for rank {rank} of {processes} processes with {per_process} pairs each, ")
             if changed:
                 return wrong("your function changed the features it was given (in place).",
