@@ -13,6 +13,7 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,6 +54,37 @@ def _verdict(claim: str, answer: str, evidence: str) -> Verdict:
     return Verdict(claim, answer, evidence)
 
 
+def _check_finite(**numbers: float) -> None:
+    """A ValueError naming the first number that is NaN or infinite: no verdict can be honest about it."""
+    for name, value in numbers.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_taus(taus, name: str) -> None:
+    """Every τ finite and > 0, each given once (a repeated or NaN τ has no place in an order of τ)."""
+    if not all(math.isfinite(t) and t > 0 for t in taus) or len(set(taus)) < len(taus):
+        raise ValueError(f"{name}: every τ must be positive and finite, and given once, got {list(taus)}")
+
+
+_SUMMARY_NUMBERS = ("acc_mean", "acc_std", "train_combo_acc_mean", "train_combo_acc_std", "heldout_acc_mean",
+                    "heldout_acc_std", "final_tau_mean")
+
+
+def _check_entries(entries: list[dict], name: str) -> list[dict]:
+    """A summary's entries as experiments.summarize makes them: τ ascending and distinct, the numbers the
+    verdicts read finite; else a ValueError naming `name`. Returns the entries."""
+    taus = [e["tau"] for e in entries]
+    _check_taus(taus, name)
+    if taus != sorted(taus):
+        raise ValueError(f"{name} must be in ascending τ, as experiments.summarize returns it, got τ {taus}")
+    for e in entries:
+        bad = [key for key in _SUMMARY_NUMBERS if key in e and not math.isfinite(e[key])]
+        if bad:
+            raise ValueError(f"{name} holds NaN or infinity at τ = {e['tau']:.3g} ({', '.join(bad)}): did a run fail?")
+    return entries
+
+
 def clearly_below(a_mean: float, a_std: float, b_mean: float, b_std: float, margin: float = MARGIN) -> bool:
     """Is a clearly below b: by more than `margin` and by more than the two seed spreads together?"""
     gap = b_mean - a_mean
@@ -67,6 +99,7 @@ def c1_pull_push(pos_before: float, pos_after: float, neg_before: float, neg_aft
     The loss compares each negative with its positive, so "pushed apart" is measured relative to the
     positives: the gap (positives minus negatives) must grow, and the positives must rise.
     """
+    _check_finite(pos_before=pos_before, pos_after=pos_after, neg_before=neg_before, neg_after=neg_after)
     gap_before, gap_after = pos_before - neg_before, pos_after - neg_after
     holds = pos_after > pos_before and gap_after > gap_before
     relative = ("; apart relative to the positives only: the negatives' own mean rose"
@@ -79,6 +112,7 @@ def c1_pull_push(pos_before: float, pos_after: float, neg_before: float, neg_aft
 def c2_divided_by_tau(by_hand: float, package: float, reference: float, undivided: float) -> Verdict:
     """C2 (lesson 04): the loss written by hand with sims / τ equals clip_loss and open_clip's, and
     differs from the loss without the division."""
+    _check_finite(by_hand=by_hand, package=package, reference=reference, undivided=undivided)
     same = math.isclose(by_hand, package, rel_tol=1e-5) and math.isclose(by_hand, reference, rel_tol=1e-5)
     differs = not math.isclose(by_hand, undivided, rel_tol=1e-3)
     return _verdict("C2", HOLDS if same and differs else FAILS,
@@ -95,6 +129,9 @@ def c3_sharpens(taus, entropies, hardest_shares) -> Verdict:
     if not len(taus) == len(entropies) == len(hardest_shares) >= 2:
         raise ValueError(f"need at least two τ with one entropy and one share each, got {len(taus)}, "
                          f"{len(entropies)} and {len(hardest_shares)}")
+    _check_taus(taus, "taus")
+    _check_finite(**{f"entropies[{i}]": x for i, x in enumerate(entropies)},
+                  **{f"hardest_shares[{i}]": x for i, x in enumerate(hardest_shares)})
     order = sorted(range(len(taus)), key=lambda i: taus[i])           # ascending τ
     ent = [entropies[i] for i in order]
     share = [hardest_shares[i] for i in order]
@@ -111,7 +148,7 @@ def best_fixed(summary: dict) -> dict:
     """The fixed τ of a sweep summary with the best mean held-out accuracy."""
     if not summary.get("sweep"):
         raise ValueError("the summary holds no fixed-τ runs: give experiments.summarize a sweep with taus")
-    return max(summary["sweep"], key=lambda e: e["acc_mean"])
+    return max(_check_entries(summary["sweep"], "summary['sweep']"), key=lambda e: e["acc_mean"])
 
 
 def best_fixed_by_left_out_seed(rows: list[dict]) -> list[dict]:
@@ -181,6 +218,7 @@ def c5_low_tau(fitted: dict, short: dict | None = None, fit_bar: float = 0.9) ->
     """
     if len(fitted.get("sweep", [])) < 2:
         raise ValueError("fitted must summarise runs at two fixed τ (the lowest and the best)")
+    _check_entries(fitted["sweep"], "fitted['sweep']")
     low, best = fitted["sweep"][0], fitted["sweep"][-1]
     gaps = {}
     for name, e in (("low", low), ("best", best)):
@@ -244,6 +282,7 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
     starts = summary.get("learnable_starts") or []
     if not starts:
         raise ValueError("the summary holds no learnable-τ runs: run the sweep with learnable=True")
+    _check_entries(starts, "summary['learnable_starts']")
     best, near = best_fixed(summary), near_best(summary)
     best_by_seed = {r["seed"]: r["heldout_acc"] for r in rows or ()
                     if not r["learnable"] and math.isclose(r["tau"], best["tau"])}
@@ -324,6 +363,9 @@ def table(verdicts: dict[str, Verdict], width: int = 110) -> str:
     """The six claims, each with its answer, the lesson that measured it and the numbers behind it."""
     import textwrap
 
+    if not isinstance(verdicts, Mapping):
+        raise TypeError(f"verdicts must be a dict {{claim: Verdict}}, as claims.recorded() returns, "
+                        f"got {type(verdicts).__name__}")
     lines = []
     for claim, text in CLAIMS.items():
         v = verdicts.get(claim)

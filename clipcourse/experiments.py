@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import multiprocessing
+import numbers
 import os
 import pickle
 import queue as queue_module
@@ -30,16 +31,17 @@ from dataclasses import dataclass
 import torch
 
 from . import data, evaluate, train
+from .claims import _check_taus
 from .encoders import ImageEncoderConfig
 from .model import build_model
-from .temperature import INIT_TEMPERATURE
+from .temperature import INIT_TEMPERATURE, _positive
 from .text import Tokenizer
 
 
 def log_spaced(low: float = 0.01, high: float = 1.0, n: int = 5) -> list[float]:
     """n temperatures evenly spaced on a log scale from low to high, both included."""
-    if n < 2 or not 0 < low < high:
-        raise ValueError(f"need n >= 2 and 0 < low < high, got n={n}, low={low}, high={high}")
+    if n < 2 or not 0 < low < high < math.inf:
+        raise ValueError(f"need n >= 2 and 0 < low < high < infinity, got n={n}, low={low}, high={high}")
     return [low * (high / low) ** (i / (n - 1)) for i in range(n)]
 
 
@@ -409,6 +411,34 @@ def _fit_in_memory(setup: _Setup, workers: int, chosen: bool) -> int:
     return workers
 
 
+def _whole(value, least: int) -> bool:
+    """Is `value` a whole number (an int, not a bool) >= least?"""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _check_setup(setup: _Setup, workers: int | None) -> None:
+    """Refuse here, before any worker starts, what would fail in every run (or, as lr = 0, silently learn nothing)."""
+    _positive(setup.lr, "lr")
+    if setup.temperature_lr is not None and not setup.temperature_lr > 0:
+        raise ValueError(f"temperature_lr must be positive (or None), got {setup.temperature_lr}")
+    for name, least in (("n_heldout", 2), ("convs_per_stage", 1)):   # uniformity needs two held-out pictures
+        if not _whole(getattr(setup, name), least):
+            raise ValueError(f"{name} must be a whole number >= {least}, got {getattr(setup, name)!r}")
+    if not setup.widths or not all(_whole(w, 1) for w in setup.widths):
+        raise ValueError(f"widths must be one or more whole numbers >= 1 (channels per stage), got {setup.widths!r}")
+    if setup.threads is not None and not _whole(setup.threads, 1):
+        raise ValueError(f"threads must be a whole number >= 1 (or None: torch's setting), got {setup.threads!r}")
+    if workers is not None and not _whole(workers, 1):
+        raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
+    try:
+        device = train.resolve_device(setup.device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or another torch device, got {setup.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={setup.device!r}, but torch finds no CUDA GPU here: use device='auto' or 'cpu'")
+    train.resolve_precision(setup.precision, device)
+
+
 def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train: int = 8000, *,
           learnable: bool = True, resolution: int = 32, widths: tuple[int, ...] = (32, 64, 128),
           convs_per_stage: int = 1, batch_size: int = 128, lr: float = 2e-3, n_heldout: int = 1000,
@@ -443,23 +473,22 @@ def sweep(taus: Sequence[float], seeds: Sequence[int], steps: int = 200, n_train
     """
     if not taus and not learnable:
         raise ValueError("nothing to run: give at least one τ or learnable=True")
-    if any(not t > 0 for t in taus):
-        raise ValueError(f"every τ must be positive, got {list(taus)}")
+    _check_taus(taus, "taus")
+    if learnable:
+        _check_taus(learnable_starts, "learnable_starts")
     if learnable and (not learnable_starts or any(not 0.01 <= t <= 1 for t in learnable_starts)):
         raise ValueError(f"every learnable start must be in [0.01, 1] (the clamp's range), got {list(learnable_starts)}")
-    if temperature_lr is not None and not temperature_lr > 0:
-        raise ValueError(f"temperature_lr must be positive (or None), got {temperature_lr}")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"seeds must be distinct (a repeated seed repeats its runs), got {list(seeds)}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 2 <= batch_size <= n_train:
         raise ValueError(f"batch_size must be in [2, n_train = {n_train}], got {batch_size}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
-    train.resolve_precision(precision, train.resolve_device(device))   # a bad value fails here, not in a worker
     setup = _Setup(steps, n_train, resolution, tuple(widths), convs_per_stage, batch_size, lr, n_heldout,
                    data_seed, device, threads, precision, temperature_lr, keep_features)
+    _check_setup(setup, workers)                    # a bad value fails here, not in a worker
     runs = [dict(tau=float(t), learnable=False) for t in taus]
     if learnable:
         runs += [dict(tau=float(t), learnable=True) for t in learnable_starts]

@@ -69,6 +69,7 @@ def compare(batch_sizes: Sequence[int] = (8, 32, 128), seeds: Sequence[int] = (0
     order = sorted(range(len(jobs)), key=lambda k: -jobs[k]["steps"])   # the longest runs first: less idle
     setup = experiments._Setup(max(pairs // b for b in batch_sizes), n_train, resolution, tuple(widths), 1,
                                max(batch_sizes), lr, n_heldout, 0, device, threads, precision, temperature_lr)
+    experiments._check_setup(setup, workers)        # a bad value fails here, not in a worker
     chosen = workers is not None
     workers = experiments._fit_in_memory(
         setup, min(len(jobs), workers or experiments.default_workers(device, threads)), chosen)
@@ -118,6 +119,8 @@ def small_batch_verdict(summary: Sequence[dict], metric: str = "train_combo_acc"
     clearly ahead at some batch size and the sigmoid at none. Unclear: neither is clearly ahead anywhere,
     or each is somewhere. The evidence gives both losses and the gap at every batch size.
     """
+    if metric not in ("heldout_acc", "train_combo_acc"):
+        raise ValueError(f"metric must be 'heldout_acc' or 'train_combo_acc', got {metric!r}")
     batches = sorted({e["batch_size"] for e in summary if e["loss"] == "clip"}
                      & {e["batch_size"] for e in summary if e["loss"] == "siglip"})
     if not batches:

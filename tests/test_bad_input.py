@@ -85,3 +85,110 @@ def test_scenes_must_hold_valid_integer_attributes():
 def test_generate_names_a_bad_seed():
     with pytest.raises(TypeError, match="seed must be an int"):
         data.ShapesWorld.generate(4, seed=None)                                # was: manual_seed's RuntimeError
+
+
+# --- experiments.sweep and siglip.compare: refused in the calling process, before any worker starts ----------
+
+from clipcourse import claims, experiments, siglip   # noqa: E402  (the tests above need none of these)
+
+TINY_SWEEP = dict(taus=[0.1], seeds=[0], steps=3, n_train=64, n_heldout=32, batch_size=8, widths=(8,),
+                  device="cpu", workers=1)
+TINY_COMPARE = dict(batch_sizes=(8,), seeds=[0], pairs=16, n_train=64, n_heldout=32, widths=(8,), device="cpu")
+
+
+@pytest.fixture
+def no_runs(monkeypatch):
+    """Any run that starts fails the test: bad input must be refused before the work begins."""
+    def started(*args, **kwargs):
+        raise AssertionError("a bad argument reached the runs")
+    monkeypatch.setattr(experiments, "_run_all", started)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),                # was: runs that learn nothing
+    (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+    (dict(n_heldout=0), "n_heldout must be a whole number >= 2, got 0"),     # was: an error in every worker
+    (dict(widths=()), r"widths must be .*got \(\)"),
+    (dict(convs_per_stage=0), "convs_per_stage must be a whole number >= 1, got 0"),
+    (dict(device="cpux"), "device must be .*got 'cpux'"),                   # was: torch's RuntimeError
+    (dict(threads=0), "threads must be a whole number >= 1.*got 0"),          # was: torch's thread count, silently
+    (dict(taus=[0.1, float("inf")]), r"taus: every τ must be positive and finite.*inf"),
+    (dict(taus=[0.1, 0.1]), r"taus: .*given once.*\[0.1, 0.1\]"),           # was: each run twice, two "seeds"
+    (dict(learnable=True, learnable_starts=[0.07, 0.07]), r"learnable_starts: .*given once"),
+    (dict(seeds=[0, 0]), r"seeds must be distinct.*\[0, 0\]"),
+])
+def test_sweep_refuses_bad_arguments_before_any_run(no_runs, change, match):
+    with pytest.raises(ValueError, match=match):
+        experiments.sweep(**{**TINY_SWEEP, **change})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_sweep_refuses_cuda_without_a_gpu(no_runs):
+    with pytest.raises(ValueError, match="device='cuda'.*no CUDA"):
+        experiments.sweep(**{**TINY_SWEEP, "device": "cuda"})             # was: torch's error from the run
+
+
+def test_log_spaced_refuses_an_infinite_end():
+    with pytest.raises(ValueError, match="high=inf"):
+        experiments.log_spaced(high=float("inf"), n=3)                   # was: [0.01, inf, inf]
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(workers=0), "workers must be at least 1.*got 0"),                 # was: ignored (one per core)
+    (dict(workers=-1), "workers must be at least 1.*got -1"),               # was: ignored (one run at a time)
+    (dict(precision="fp16"), "precision must be 'auto', 'float32' or 'bfloat16', got 'fp16'"),  # was: in a worker
+    (dict(device="cpux"), "device must be .*got 'cpux'"),
+    (dict(lr=-1e-3), "lr must be a finite number > 0"),
+    (dict(temperature_lr=0.0), "temperature_lr must be positive"),
+])
+def test_compare_refuses_bad_arguments_before_any_run(no_runs, change, match):
+    with pytest.raises(ValueError, match=match):
+        siglip.compare(**{**TINY_COMPARE, **change})
+
+
+def test_small_batch_verdict_names_a_mistyped_metric():
+    summary = [{"loss": loss, "batch_size": 8, "logit_bias": bias, "n_seeds": 2, "heldout_acc_mean": 0.3,
+                "heldout_acc_std": 0.01} for loss, bias in (("clip", None), ("siglip", -10.0))]
+    with pytest.raises(ValueError, match="metric must be 'heldout_acc' or 'train_combo_acc', got 'heldout'"):
+        siglip.small_batch_verdict(summary, metric="heldout")              # was: KeyError 'heldout_mean'
+
+
+# --- claims: numbers a verdict cannot be honest about -------------------------------------------------------
+
+def entry(tau, acc, train=None):
+    return {"tau": tau, "acc_mean": acc, "acc_std": 0.01, "heldout_acc_mean": acc, "heldout_acc_std": 0.01,
+            "train_combo_acc_mean": acc + 0.1 if train is None else train, "train_combo_acc_std": 0.01,
+            "final_tau_mean": tau, "final_tau_std": 0.0}
+
+
+def test_c1_and_c2_refuse_nan():
+    with pytest.raises(ValueError, match="pos_after must be a finite number, got nan"):
+        claims.c1_pull_push(0.0, float("nan"), 0.0, 0.1)                   # was: "does not hold"
+    with pytest.raises(ValueError, match="by_hand must be a finite number, got nan"):
+        claims.c2_divided_by_tau(float("nan"), 0.82, 0.82, 2.06)           # was: "does not hold"
+
+
+def test_c3_refuses_repeated_or_nan_taus_and_nan_numbers():
+    with pytest.raises(ValueError, match=r"taus: .*given once.*\[1.0, 0.1, 0.1\]"):
+        claims.c3_sharpens([1.0, 0.1, 0.1], [2.0, 1.2, 1.2], [0.1, 0.4, 0.4])  # was: "does not hold"
+    with pytest.raises(ValueError, match=r"taus: every τ must be positive and finite.*nan"):
+        claims.c3_sharpens([1.0, float("nan"), 0.01], [2.0, 1.2, 0.1], [0.1, 0.4, 0.9])
+    with pytest.raises(ValueError, match=r"entropies\[1\] must be a finite number, got nan"):
+        claims.c3_sharpens([1.0, 0.1, 0.01], [2.0, float("nan"), 0.1], [0.1, 0.4, 0.9])
+
+
+def test_summaries_with_nan_accuracy_or_out_of_order_are_refused():
+    nan_best = {"sweep": [entry(0.01, 0.5), entry(0.1, float("nan")), entry(1.0, 0.2)]}
+    with pytest.raises(ValueError, match=r"summary\['sweep'\] holds NaN or infinity at τ = 0.1 \(acc_mean"):
+        claims.c4_high_tau(nan_best)                                     # was: a plausible verdict
+    backwards = {"sweep": [entry(0.05, 0.97, train=0.995), entry(0.01, 0.85, train=0.98)]}
+    with pytest.raises(ValueError, match=r"fitted\['sweep'\] must be in ascending τ.*\[0.05, 0.01\]"):
+        claims.c5_low_tau(backwards)                                     # was: low and best swapped, "does not hold"
+    starts = [entry(0.07, float("nan"))]
+    with pytest.raises(ValueError, match=r"summary\['learnable_starts'\] holds NaN"):
+        claims.c6_learnable({"sweep": [entry(0.1, 0.8)], "learnable_starts": starts})   # was: "unclear"
+
+
+def test_table_names_its_argument():
+    with pytest.raises(TypeError, match="verdicts must be a dict"):
+        claims.table(None)                                               # was: AttributeError 'get'
