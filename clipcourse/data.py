@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import math
 import os
 import re
 import warnings
@@ -78,6 +79,8 @@ def combo_index(color: int | torch.Tensor, shape: int | torch.Tensor):
 
 def combo_name(index: int) -> str:
     """'red circle' for a combination id."""
+    if not 0 <= index < NUM_COMBOS:                     # -1 would silently name the last one
+        raise ValueError(f"index must be a combination id in 0 .. {NUM_COMBOS - 1}, got {index!r}")
     return f"{COLOR_NAMES[index // len(SHAPES)]} {SHAPES[index % len(SHAPES)]}"
 
 
@@ -152,6 +155,8 @@ def render(scenes: torch.Tensor, resolution: int = 32, *, jitter: float = 0.0,
     _check_scenes(scenes)
     if resolution < 16:
         raise ValueError(f"resolution must be at least 16 pixels, got {resolution}")
+    if not 0 <= jitter < math.inf:                      # NaN or < 0 was ignored, inf made black objects
+        raise ValueError(f"jitter must be a finite number >= 0 (colour noise, a fraction of 255), got {jitter!r}")
     n, g, res = scenes.shape[0], generator, resolution
     radius = torch.tensor([0.15, 0.27])[scenes[..., SIZE]] * res               # (N, 2) in pixels
     # Centre of each object: a named region plus a little random offset.
@@ -201,6 +206,7 @@ def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
     Only the draw uses a random number generator (`generator`, else torch's global one): with a template,
     nothing is drawn and no generator moves.
     """
+    _check_scenes(scenes)
     out = []
     picks = (torch.randint(1 << 30, (len(scenes),), generator=generator).tolist() if template is None
              else [template] * len(scenes))
@@ -216,6 +222,7 @@ def describe(scenes: torch.Tensor, *, generator: torch.Generator | None = None,
 
 def hard_negative(scenes: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """The same scenes with one attribute of the first object (colour or shape) replaced by another value."""
+    _check_scenes(scenes)
     g = generator
     neg = scenes.clone()
     n = len(scenes)

@@ -25,6 +25,8 @@ def _in_eval_mode(model, encode, inputs: torch.Tensor, batch_size: int) -> torch
 
     No inputs give a (0, D) tensor: the encoder runs once on the empty batch.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1 (inputs encoded at once), got {batch_size!r}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -89,6 +91,10 @@ def zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
     prompt ensembling). Templates hold one '{}' for the class name; 'a {}' becomes 'an {}' before
     a vowel, as in the training captions."""
     _check_templates(templates)
+    if not isinstance(classnames, str):
+        classnames = list(classnames)                                    # a generator of names works too
+    if isinstance(classnames, str) or not classnames:
+        raise ValueError(f"classnames must be a non-empty list of names such as ['red circle'], got {classnames!r}")
     weights = []
     for name in classnames:
         features = embed_texts(model, tokenizer([fix_articles(t.format(name)) for t in templates]))  # (T, D)
@@ -186,6 +192,10 @@ def _class_pair_sums(x: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[
                          f"{tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(f"{what}: labels must be integer class ids, got dtype {labels.dtype}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what}: features must be floating point, got dtype {x.dtype}")
+    if not bool((torch.isfinite(x).all(dim=1) & (x != 0).any(dim=1)).all()):   # F.normalize makes 0 of a zero row
+        raise ValueError(f"{what}: features hold NaN, infinity or an all-zero row (no direction): check the model")
     x = F.normalize(x.detach().to("cpu", torch.float64), dim=-1)     # (N, D) unit vectors, exact sums
     _, ids = torch.unique(labels.cpu(), return_inverse=True)           # (N,) classes renumbered 0..C-1
     sums = torch.zeros(int(ids.max()) + 1 if len(ids) else 0, x.shape[1], dtype=x.dtype).index_add_(0, ids, x)

@@ -6,11 +6,15 @@ notebook cell ends with the call and shows exactly one picture.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from .temperature_maths import _check_sims
 
 
 def _axes(ax=None, figsize=(5, 4)):
@@ -19,10 +23,27 @@ def _axes(ax=None, figsize=(5, 4)):
     return ax.figure, ax
 
 
+def _tensor(x) -> torch.Tensor:
+    """A tensor, numpy array or list as a detached CPU tensor (so the figures take numpy input too)."""
+    return torch.as_tensor(x).detach().cpu()
+
+
+def _whole(name: str, value, low: int, high: float = math.inf) -> None:
+    """Raise a ValueError naming `name` unless value is a whole number in [low, high)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value < high:
+        where = f">= {low}" if high == math.inf else f"in {low} .. {high - 1}"
+        raise ValueError(f"{name} must be a whole number {where}, got {value!r}")
+
+
 def show_images(images: torch.Tensor, captions: Sequence[str] | None = None, ncols: int = 8,
                 scale: float = 1.6):
     """A grid of uint8 images (N, 3, H, W) with their captions underneath (lesson 02)."""
+    if isinstance(images, np.ndarray):                  # numpy pictures too (a list of tensors stays as it is)
+        images = torch.as_tensor(images)
     n = len(images)
+    _whole("ncols", ncols, 1)
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"captions must hold one caption per image: got {len(captions)} for {n} images")
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * (1.25 if captions else 1)),
                              squeeze=False, layout="constrained")
@@ -51,7 +72,7 @@ def similarity_matrix(sims: torch.Tensor, title: str = "cosine similarity", ax=N
                       cmap: str = "viridis"):
     """A heatmap of a (B, B) similarity or probability matrix; positives sit on the diagonal."""
     fig, ax = _axes(ax)
-    im = ax.imshow(sims.detach().cpu().numpy(), vmin=vmin, vmax=vmax, cmap=cmap)
+    im = ax.imshow(_tensor(sims).numpy(), vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set(title=title, xlabel=col_label, ylabel=row_label)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
@@ -61,7 +82,8 @@ def positive_negative_histogram(sims: torch.Tensor, title: str = "similarities",
                                 bins: int = 40, range_=(-1.0, 1.0)):
     """Histograms of the diagonal (matching pairs) vs the off-diagonal (non-matching pairs)."""
     fig, ax = _axes(ax)
-    s = sims.detach().cpu()
+    s = _tensor(sims)
+    _check_sims(s)                                  # square, finite: a NaN would silently drop out of the bars
     eye = torch.eye(len(s), dtype=torch.bool)
     ax.hist(s[~eye].numpy(), bins=bins, range=range_, density=True, alpha=0.6, label="negatives (i ≠ j)")
     ax.hist(s[eye].numpy(), bins=bins, range=range_, density=True, alpha=0.6, label="positives (i = j)")
@@ -70,10 +92,19 @@ def positive_negative_histogram(sims: torch.Tensor, title: str = "similarities",
     return fig
 
 
+def _bars(row, name: str, positive: int) -> np.ndarray:
+    """One row (B,) as numpy, with `positive` an index into it, or a ValueError naming the argument."""
+    r = _tensor(row).numpy()
+    if r.ndim != 1:
+        raise ValueError(f"{name} must be one row (B,), e.g. probs[0], got shape {r.shape}")
+    _whole("positive (the matching caption's index)", positive, 0, len(r))
+    return r
+
+
 def softmax_row(probs: torch.Tensor, positive: int, title: str = "", ax=None, labels=None):
     """One row of a softmax as bars, the positive highlighted (lessons 01, 04, 05)."""
     fig, ax = _axes(ax, figsize=(6, 3))
-    p = probs.detach().cpu().numpy()
+    p = _bars(probs, "probs", positive)
     colors = ["tab:gray"] * len(p)
     colors[positive] = "tab:orange"
     ax.bar(np.arange(len(p)), p, color=colors)
@@ -107,10 +138,18 @@ def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: S
     `learnable` is one (mean, std), or {label: (mean, std)} for several (e.g. one per start), drawn in
     `colors` (one per band) if given.
     """
+    t, mu, sd = (np.asarray(v, dtype=float) for v in (taus, mean, std))
+    if t.ndim != 1 or not t.shape == mu.shape == sd.shape:
+        raise ValueError(f"taus, mean and std must be lists of one length, got {t.shape}, {mu.shape}, {sd.shape}")
+    if not (np.isfinite([t, mu, sd]).all() and (t > 0).all()):   # the log axis would silently drop τ <= 0, NaN
+        raise ValueError(f"taus must be > 0 and taus, mean, std finite, got taus={taus!r}, mean={mean!r}, std={std!r}")
+    bands = {"learnable τ (mean ± std)": learnable} if isinstance(learnable, tuple) else learnable or {}
+    if len(bands) > len(colors or _BAND_COLORS):
+        raise ValueError(f"learnable has {len(bands)} bands but there are {len(colors or _BAND_COLORS)} colours: "
+                         "pass colors, one per band")
     fig, ax = _axes(ax, figsize=(6, 4))
     ax.errorbar(taus, mean, yerr=std, marker="o", capsize=3, label="fixed τ (mean ± std over seeds)")
     if learnable is not None:
-        bands = {"learnable τ (mean ± std)": learnable} if isinstance(learnable, tuple) else learnable
         for color, (label, (m, s)) in zip(colors or _BAND_COLORS, bands.items()):
             ax.axhspan(m - s, m + s, color=color, alpha=0.2, label=label)
             ax.axhline(m, color=color)
@@ -128,7 +167,7 @@ def vectors_2d(vectors: torch.Tensor, labels: Sequence[str] | None = None, color
                linestyles: Sequence[str] | None = None, title: str = "", ax=None, unit_circle: bool = True):
     """2-D vectors as arrows from the origin, the unit circle for reference, labels in a legend (lesson 01)."""
     fig, ax = _axes(ax, figsize=(4, 4))
-    v = vectors.detach().cpu().float().numpy()
+    v = _tensor(vectors).float().numpy()
     if unit_circle:
         t = np.linspace(0, 2 * np.pi, 200)
         ax.plot(np.cos(t), np.sin(t), color="lightgray", lw=1)
@@ -152,7 +191,7 @@ def combo_grid(counts: torch.Tensor, heldout: Sequence[int], colors: Sequence[st
                title: str = "training images per colour × shape", ax=None):
     """Counts per colour x shape (rows x columns) with the held-out combinations marked (lesson 02)."""
     fig, ax = _axes(ax, figsize=(6, 4.5))
-    c = counts.detach().cpu().float().reshape(len(colors), len(shapes)).numpy()
+    c = _tensor(counts).float().reshape(len(colors), len(shapes)).numpy()
     im = ax.imshow(c, cmap="Blues")
     for k in heldout:
         r, s = divmod(int(k), len(shapes))
@@ -168,7 +207,7 @@ def combo_grid(counts: torch.Tensor, heldout: Sequence[int], colors: Sequence[st
 def gradient_row(grad: torch.Tensor, positive: int, title: str = "", ax=None):
     """One row of d loss / d similarity as signed bars: the positive below zero, negatives above (lesson 04)."""
     fig, ax = _axes(ax, figsize=(6, 3))
-    g = grad.detach().cpu().numpy()
+    g = _bars(grad, "grad", positive)
     colors = ["tab:red" if x > 0 else "tab:blue" for x in g]
     colors[positive] = "tab:orange"
     ax.bar(np.arange(len(g)), g, color=colors)
@@ -244,8 +283,12 @@ def per_class_accuracy(names: Sequence[str], accuracies: Sequence[float], title:
 def confusion_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
                      title: str = "confusion", ax=None, xlabel: str = "predicted", ylabel: str = "true"):
     """A count matrix as a heatmap with each count written in its cell (lesson 08)."""
-    m = torch.as_tensor(matrix).detach().cpu()
+    m = _tensor(matrix)
     col_labels = row_labels if col_labels is None else col_labels
+    if m.shape != (len(row_labels), len(col_labels)):        # else cells would be unlabelled or mislabelled
+        raise ValueError(f"matrix must be (rows, columns) with one name each in row_labels and col_labels (which "
+                         f"defaults to row_labels): got shape {tuple(m.shape)}, {len(row_labels)} row_labels and "
+                         f"{len(col_labels)} col_labels")
     fig, ax = _axes(ax, figsize=(0.45 * len(col_labels) + 2, 0.4 * len(row_labels) + 1.5))
     ax.imshow(m.numpy(), cmap="Blues")
     for (i, j), v in np.ndenumerate(m.numpy()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
@@ -68,6 +69,12 @@ def probabilities(sims: torch.Tensor, tau: float) -> torch.Tensor:
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Entropy in nats along the last dimension (0 · log 0 counts as 0)."""
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        what = probs.dtype if isinstance(probs, torch.Tensor) else type(probs).__name__
+        raise TypeError(f"probs must be a float tensor of probabilities, got {what}")
+    if not bool(((probs >= 0).all(dim=-1) & ((probs.sum(dim=-1) - 1).abs() <= 1e-3)).all()):
+        raise ValueError("probs must be probabilities (>= 0, each row summing to 1): for similarities, take "
+                         "probabilities(sims, tau) first")
     return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
@@ -102,8 +109,8 @@ def row_stats(sims: torch.Tensor, tau: float, row: int) -> RowStats:
     """Probabilities, entropy, effective negatives and gradient weights of row `row` at τ."""
     sims, tau = _check_sims(sims), _check_tau(tau)
     b = len(sims)
-    if not 0 <= row < b:
-        raise IndexError(f"row must be in [0, {b - 1}], got {row}")
+    if isinstance(row, bool) or not isinstance(row, Integral) or not 0 <= row < b:
+        raise ValueError(f"row must be a whole number in [0, {b - 1}] (one image of the batch), got {row!r}")
     s = sims[row]                                                 # (B,)
     p = torch.softmax(s / tau, dim=0)                             # (B,)
     h = float(entropy(p))

@@ -192,3 +192,102 @@ def test_summaries_with_nan_accuracy_or_out_of_order_are_refused():
 def test_table_names_its_argument():
     with pytest.raises(TypeError, match="verdicts must be a dict"):
         claims.table(None)                                               # was: AttributeError 'get'
+
+
+# --- plots, evaluate, temperature_maths and data: the cases a third audit found ---------------------------
+
+import matplotlib.pyplot as plt   # noqa: E402
+import numpy as np                # noqa: E402
+
+from clipcourse import plots      # noqa: E402
+from clipcourse.model import build_model   # noqa: E402
+from clipcourse.text import Tokenizer      # noqa: E402
+
+
+@pytest.fixture
+def no_figures_left():
+    yield
+    plt.close("all")
+
+
+def test_plots_take_numpy_and_name_a_bad_positive_ncols_or_captions(no_figures_left):
+    sims = temperature_maths.similarities(unit(4, 8), unit(4, 8, seed=1))
+    plots.similarity_matrix(sims.numpy())                                     # was: AttributeError 'detach'
+    plots.softmax_row(sims[0].softmax(0).numpy(), positive=0)
+    with pytest.raises(ValueError, match=r"positive .* in 0 \.\. 3, got 4"):
+        plots.softmax_row(sims[0].softmax(0), positive=4)                      # was: IndexError
+    with pytest.raises(ValueError, match=r"positive .* in 0 \.\. 3, got 9"):
+        plots.gradient_row(sims[0], positive=9)
+    with pytest.raises(ValueError, match=r"sims must be a square \(B, B\) matrix"):
+        plots.positive_negative_histogram(sims[:3])                            # was: IndexError (mask shape)
+    images = torch.zeros(5, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="ncols must be a whole number >= 1, got 0"):
+        plots.show_images(images, ncols=0)                                     # was: ZeroDivisionError
+    with pytest.raises(ValueError, match="one caption per image: got 3 for 5 images"):
+        plots.show_images(images, ["a red circle"] * 3)                        # was: IndexError
+
+
+def test_confusion_matrix_refuses_labels_that_do_not_fit_it(no_figures_left):
+    with pytest.raises(ValueError, match=r"got shape \(3, 3\), 2 row_labels and 2 col_labels"):
+        plots.confusion_matrix(torch.eye(3), ["red", "green"])                 # was: the third row unlabelled
+    with pytest.raises(ValueError, match=r"got shape \(3, 6\), 3 row_labels and 3 col_labels"):
+        plots.confusion_matrix(torch.ones(3, 6), ["red", "green", "blue"])     # was: columns named as colours
+
+
+def test_accuracy_vs_temperature_refuses_points_it_would_not_draw(no_figures_left):
+    with pytest.raises(ValueError, match=r"taus must be > 0 .*taus=\[0.0, 0.1\]"):
+        plots.accuracy_vs_temperature([0.0, 0.1], [0.5, 0.6], [0.1, 0.1])    # was: τ = 0 dropped by the log axis
+    with pytest.raises(ValueError, match=r"finite.*mean=\[nan, 0.6\]"):
+        plots.accuracy_vs_temperature([0.01, 0.1], [float("nan"), 0.6], [0.1, 0.1])  # was: a missing point
+    bands = {f"from {t}": (0.5, 0.1) for t in range(7)}
+    with pytest.raises(ValueError, match="learnable has 7 bands but there are 5 colours"):
+        plots.accuracy_vs_temperature([0.01, 0.1], [0.5, 0.6], [0.1, 0.1], learnable=bands)  # was: 2 dropped
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_embed_refuses_a_batch_size_below_one(batch_size):
+    model = build_model(Tokenizer.for_shapesworld())
+    with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1.*got {batch_size}"):
+        evaluate.embed_images(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), batch_size=batch_size)
+
+
+def test_zero_shot_classifier_refuses_no_class_names():
+    tok = Tokenizer.for_shapesworld()
+    with pytest.raises(ValueError, match=r"classnames must be a non-empty list.*got \[\]"):
+        evaluate.zero_shot_classifier(build_model(tok), tok, [])              # was: torch.stack's RuntimeError
+
+
+def test_tolerance_refuses_nan_integer_or_zero_features():
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="tolerance: features hold NaN"):
+        evaluate.tolerance(torch.full((4, 8), float("nan")), labels)          # was: nan
+    with pytest.raises(ValueError, match="other_class_similarity: .*all-zero row"):
+        evaluate.other_class_similarity(torch.zeros(4, 8), labels)            # was: 0.0
+    with pytest.raises(TypeError, match="tolerance: features must be floating point"):
+        evaluate.tolerance(torch.ones(4, 8, dtype=torch.long), labels)        # was: 1.0 from normalised ints
+
+
+def test_entropy_refuses_similarities_and_row_stats_names_row():
+    sims = temperature_maths.similarities(unit(6, 8), unit(6, 8, seed=1))
+    with pytest.raises(ValueError, match=r"probs must be probabilities.*probabilities\(sims, tau\)"):
+        temperature_maths.entropy(sims)                                        # was: NaN for negative cosines
+    with pytest.raises(ValueError, match=r"row must be a whole number in \[0, 5\].*got 6"):
+        temperature_maths.row_stats(sims, 0.1, 6)                              # was: an IndexError
+
+
+def test_describe_and_hard_negatives_check_scenes_and_names_check_ids():
+    bad = torch.tensor([[[9, 0, 0, 0, 1], [1, 1, 0, 1, 1]]])
+    with pytest.raises(ValueError, match=r"scenes\[0, 0, 0\] = 9 is out of range"):
+        data.describe(bad)                                                     # was: IndexError
+    with pytest.raises(ValueError, match=r"scenes\[0, 0, 0\] = -1 is out of range"):
+        data.hard_negative_captions(torch.tensor([[[-1, 0, 0, 0, 1], [1, 1, 0, 1, 1]]]))                                # was: a caption, colour wrapped round
+    with pytest.raises(TypeError, match="scenes must be a torch.Tensor"):
+        data.hard_negative([[[0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]])               # was: AttributeError 'clone'
+    with pytest.raises(ValueError, match=r"index must be a combination id in 0 \.\. 47, got -1"):
+        data.combo_name(-1)                                                    # was: 'cyan ring'
+
+
+@pytest.mark.parametrize("jitter", [-0.1, float("nan"), float("inf")])
+def test_generate_refuses_a_negative_or_non_finite_jitter(jitter):
+    with pytest.raises(ValueError, match=f"jitter must be a finite number >= 0.*got {jitter}"):
+        data.ShapesWorld.generate(4, jitter=jitter)                            # was: ignored, or black objects
