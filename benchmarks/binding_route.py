@@ -10,7 +10,8 @@ in the "and", "left of" and "right of" templates, on all test pictures and on se
 training pictures; "relation" compares "X left of Y" with "X right of Y"; "mirror cosine" is the mean cosine of the
 image features of a picture and of its mirror (the objects' places exchanged), before and after training; "left
 colour probe" is how well a linear read-out of the image features names the left object's colour (half the test
-pictures to fit, half to score; chance 1/8, and 1/2 for features that hold both colours but not where they are). The lesson's own run is 0 0 0.02 and 0.1.
+pictures to fit, half to score; chance 1/8, and 1/2 for features that hold both colours but not where they are);
+"probes" gives the same read-out for each object's colour and shape. The lesson's own run is 0 0 0.02 and 0.1.
 --relation-negatives (with hard): half of the pictures whose caption is a "left of" or "right of" caption get, instead
 of their swapped twin, the same caption with "left" and "right" exchanged ("X left of Y" -> "X right of Y").
 """
@@ -67,7 +68,7 @@ def main() -> None:
                    for s in (test, mirror(test))]
     mirror_cosine = lambda: (evaluate.embed_images(m, mirror_pair[0]) * evaluate.embed_images(m, mirror_pair[1])).sum(-1).mean().item()
     untrained_mirror_cosine = mirror_cosine()
-    untrained_probe = probe(evaluate.embed_images(m, test_images), test[:, 0, data.COLOR])
+    untrained_probes = probes(evaluate.embed_images(m, test_images), test)
     m, history = train.train(m, pool.images[keep], tokens, config, hard_negative_tokens=negative_tokens, progress=False)
 
     def scores(scenes, images, template):                                      # (n,) per picture, colour and shape
@@ -90,9 +91,16 @@ def main() -> None:
     right = (f * evaluate.embed_texts(m, tok(data.describe(mirror(test), template=2)))).sum(-1)   # "X right of Y"
     out["relation"] = ((1 + torch.sign(left - right)) / 2).mean().item()
     out["mirror cosine"] = {"untrained": untrained_mirror_cosine, "trained": mirror_cosine()}   # image features only
-    out["left colour probe"] = {"untrained": untrained_probe,             # chance 1/8; both colours but not where: 1/2
-                                "trained": probe(f, test[:, 0, data.COLOR])}
+    trained_probes = probes(f, test)                                   # colour: chance 1/8, both but not where: 1/2
+    out["left colour probe"] = {"untrained": untrained_probes["left colour"], "trained": trained_probes["left colour"]}
+    out["probes"] = {"untrained": untrained_probes, "trained": trained_probes}
     print(json.dumps(out))
+
+
+def probes(features: torch.Tensor, scenes: torch.Tensor) -> dict:
+    """The read-out of each object's colour and shape (benchmarks/NOTES.md, thirteenth round)."""
+    return {f"{side} {name}": probe(features, scenes[:, k, attribute])
+            for k, side in enumerate(("left", "right")) for name, attribute in (("colour", data.COLOR), ("shape", data.SHAPE))}
 
 
 def probe(features: torch.Tensor, labels: torch.Tensor) -> float:

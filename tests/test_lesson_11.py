@@ -302,21 +302,28 @@ def test_the_position_cell_prints_both_verdicts_and_guards_the_sum():
     source = _lesson_cell("l11-24")
     assert source.startswith("# NBVAL_IGNORE_OUTPUT") and "exercises.expect(" in source
 
-    def run(scores):                                                    # scores: model -> ('left of', 'right of')
+    def run(scores, right_first):          # scores: model -> ('left of', 'right of'); right_first: the reversed 'and'
         printed, expected = [], []
         expect = lambda name, value, at_most: expected.append(value) if value <= at_most else (_ for _ in ()).throw(
             AssertionError(name))
-        namespace = dict(models={k: k for k in scores}, MARGIN=0.07, print=lambda *a, **k: printed.append(" ".join(a)),
-                         swap_test=lambda m, template: dict.fromkeys(data.SWAPPABLE, scores[m][template - 1]),
+        test = lambda m, template=0, right_first=False: dict.fromkeys(
+            data.SWAPPABLE, reversed_and[m] if right_first else scores[m][template - 1])
+        reversed_and = right_first
+        namespace = dict(models={k: k for k in scores if k[0] != "untrained"}, fresh_model=lambda tau: ("untrained", tau),
+                         MARGIN=0.07, print=lambda *a, **k: printed.append(" ".join(a)), swap_test=test,
                          exercises=type("E", (), {"expect": staticmethod(expect)}))
         exec(source, namespace)
         return printed, expected
 
-    positional = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.62, 0.381)}
-    printed, expected = run(positional)
-    assert "know positions only" in printed[-2] and printed[-2].split(": ")[1].startswith("holds")
-    assert "beyond position" in printed[-1] and "does not hold" in printed[-1]
+    positional = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.62, 0.381),
+                  ("untrained", 0.02): (0.516, 0.485)}
+    printed, expected = run(positional, {("plain", 0.02): 0.47, ("hard negatives", 0.02): 0.38})
+    assert len(printed) == 5                                            # the untrained baseline is measured too
+    assert "word by word" in printed[-2] and printed[-2].split(": ")[1].startswith("holds")
+    assert "wherever the object is" in printed[-1] and "does not hold" in printed[-1] and "best 47.0%" in printed[-1]
     assert expected == [pytest.approx(0.001)]
-    binding = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.70, 0.65)}   # 'right of' above chance
+    printed, _ = run(positional, {("plain", 0.02): 0.47, ("hard negatives", 0.02): 0.66})   # knows a red circle
+    assert "wherever the object is" in printed[-1] and ": holds" in printed[-1]
+    binding = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.70, 0.65), ("untrained", 0.02): (0.5, 0.5)}
     with pytest.raises(AssertionError, match="left of"):
-        run(binding)                                                    # the lesson's prose would be wrong: Run All stops
+        run(binding, {("plain", 0.02): 0.47, ("hard negatives", 0.02): 0.66})   # the prose would be wrong: Run All stops
