@@ -276,8 +276,9 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
     With the sweep's `rows`, the evidence also gives each start's accuracy minus the best fixed τ's
     seed by seed, with their mean and its standard error: runs of one seed share their initial weights
     and batches, so the differences can be compared with their own scatter rather than with the seeds'
-    spread (with three seeds, one sign in every seed alone happens by chance one time in four). The
-    answer does not use them.
+    spread (with three seeds, one sign in every seed alone happens by chance one time in four). They
+    settle the in-between case: a start marked ? whose paired mean is below zero by more than `MARGIN`
+    and by more than two standard errors is clearly below after all (✗).
     """
     starts = summary.get("learnable_starts") or []
     if not starts:
@@ -302,8 +303,11 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
         if paired:
             part += " (minus the best fixed τ's, seed by seed: " + ", ".join(f"{100 * d:+.1f}" for d in paired) + " points"
             if len(paired) > 1:
-                se = statistics.stdev(paired) / math.sqrt(len(paired))
-                part += f"; mean {100 * statistics.fmean(paired):+.1f}, standard error {100 * se:.1f}"
+                mean, se = statistics.fmean(paired), statistics.stdev(paired) / math.sqrt(len(paired))
+                part += f"; mean {100 * mean:+.1f}, standard error {100 * se:.1f}"
+                if acc_mark == "?" and mean < -MARGIN and mean + 2 * se < 0:   # paired: clearly below after all
+                    acc_mark = marks[-1] = "✗"
+                    part = part.replace(f"accuracy {e['acc_mean']:.1%} ?", f"accuracy {e['acc_mean']:.1%} ✗ (paired)")
             part += ")"
         parts.append(part)
     answer = FAILS if "✗" in marks else (UNCLEAR if "?" in marks else HOLDS)

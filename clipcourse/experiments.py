@@ -113,6 +113,7 @@ def _run(setup: _Setup, run: dict, callbacks: list) -> dict:
         train_combo_tolerance=evaluate.tolerance(seen_img, seen.labels),
         train_combo_other_class_similarity=evaluate.other_class_similarity(seen_img, seen.labels),
         tau_trajectory=list(history.temperature),
+        loss_trajectory=list(history.loss),                            # lesson 07: spikes at a low τ?
         **({"final_bias": model.logit_bias.item()} if bias else {}),
         # as numpy arrays: a tensor would travel back from a worker process as a handle to shared memory,
         # which is gone once the worker has exited

@@ -297,15 +297,17 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * _schedule(step, cfg)
 
 
-def temperature_travel(cfg: TrainConfig) -> float:
-    """Σ over steps of logit_scale's learning rate: about how far Adam moves log τ (lesson 07).
+def temperature_travel(cfg: TrainConfig, from_step: int = 0) -> float:
+    """Σ over steps (from `from_step` on) of logit_scale's learning rate: about how far Adam moves log τ (lesson 07).
 
-    Adam's step is about lr whatever the gradient's size (at most about 3.2 lr with its default betas,
-    (1 - β₁) / √(1 - β₂)), so going from τ₀ to τ* needs roughly Σ lr ≥ |ln(τ*/τ₀)|, and at the very
-    least 3.2 Σ lr ≥ |ln(τ*/τ₀)|.
+    Adam's step is about lr whatever the gradient's size while the gradient keeps its sign (more when the
+    gradient grows: Kingma & Ba's rough bound (1 - β₁) / √(1 - β₂) ≈ 3.2 lr with the default betas, not a
+    strict cap), so going from τ₀ to τ* needs roughly Σ lr ≥ |ln(τ*/τ₀)|.
     """
+    if isinstance(from_step, bool) or not isinstance(from_step, int) or not 0 <= from_step <= cfg.steps:
+        raise ValueError(f"from_step must be a step in [0, {cfg.steps}], got {from_step!r}")
     peak = cfg.lr if cfg.temperature_lr is None else cfg.temperature_lr
-    return peak * sum(_schedule(step, cfg) for step in range(cfg.steps))
+    return peak * sum(_schedule(step, cfg) for step in range(from_step, cfg.steps))
 
 
 def reachable_temperatures(cfg: TrainConfig, start: float = INIT_TEMPERATURE) -> tuple[float, float]:

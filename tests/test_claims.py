@@ -159,8 +159,23 @@ def test_c6_pairs_each_start_with_the_best_fixed_tau_seed_by_seed():
     v = claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}, rows)
     # in seed order: 0.85 - 0.90, 0.78 - 0.80; their mean, and its standard error stdev / sqrt(2) = 2.12 / 1.41
     assert "seed by seed: -5.0, -2.0 points; mean -3.5, standard error 1.5)" in v.evidence
-    assert v.answer == claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}).answer   # evidence only
+    assert v.answer == claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}).answer   # -3.5: still ?
     assert "seed by seed" not in claims.c6_learnable({"sweep": SHARP, "learnable_starts": starts}).evidence
+
+
+def test_c6_paired_differences_settle_a_start_the_seeds_spread_leaves_unclear():
+    """A review found starts 6.7 and 8.4 points below the best fixed τ seed by seed (standard errors 1.1 and 0.9)
+    marked ? because three seeds' unpaired spread is wide; paired, that is clearly below."""
+    sweep = SHARP[:2] + [entry(0.1, 0.87, std=0.052)] + SHARP[3:]                     # the best: 87 ± 5.2 %
+    starts = [entry(0.07, 0.80, std=0.05, final_tau=0.07)]                             # ? unpaired: gap 7 < 5 + spreads
+    assert claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}).answer == claims.UNCLEAR
+    rows = [_row(0.1, k, a) for k, a in enumerate((0.93, 0.85, 0.83))]
+    rows += [_row(0.07, k, a, learnable=True) for k, a in enumerate((0.86, 0.78, 0.77))]   # -7, -7, -6: se 0.3
+    v = claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}, rows)
+    assert v.answer == claims.FAILS and "accuracy 80.0% ✗ (paired)" in v.evidence
+    rows[-1] = _row(0.07, 2, 0.93, learnable=True)                                    # -7, -7, +10: se 5.7
+    v = claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}, rows)
+    assert v.answer == claims.UNCLEAR and "✗" not in v.evidence
 
 
 def test_record_and_table_round_trip(tmp_path):

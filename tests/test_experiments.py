@@ -26,8 +26,8 @@ def test_one_row_per_run_with_every_metric(rows):
         assert -4.0 <= r["uniformity"] <= 0.0
         for key in ("tolerance", "other_class_similarity", "train_combo_tolerance", "train_combo_other_class_similarity"):
             assert -1.0 <= r[key] <= 1.0, key                    # mean cosines
-        assert len(r["tau_trajectory"]) == SMALL["steps"]
-        assert math.isfinite(r["final_loss"])
+        assert len(r["tau_trajectory"]) == len(r["loss_trajectory"]) == SMALL["steps"]
+        assert math.isfinite(r["final_loss"]) and r["loss_trajectory"][-1] == r["final_loss"]
         if r["learnable"]:
             assert 0.01 <= r["final_tau"] <= 1.0 and r["final_tau"] != pytest.approx(INIT_TEMPERATURE, abs=0)
         else:

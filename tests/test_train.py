@@ -678,6 +678,11 @@ def test_temperature_travel_sums_the_schedule():
     assert train.temperature_travel(cfg) == pytest.approx(sum(train._lr_at(s, cfg) for s in range(200)))
     assert train.temperature_travel(TrainConfig(steps=200, lr=2e-3, warmup_steps=20, temperature_lr=0.02)) == \
         pytest.approx(10 * train.temperature_travel(cfg))
+    # from a step on (lesson 07: did τ settle, or did the schedule freeze it?): the sum over the last steps only
+    assert train.temperature_travel(cfg, from_step=150) == pytest.approx(sum(train._lr_at(s, cfg) for s in range(150, 200)))
+    assert train.temperature_travel(cfg, from_step=200) == 0.0
+    with pytest.raises(ValueError, match=r"from_step must be a step in \[0, 200\], got 201"):
+        train.temperature_travel(cfg, from_step=201)
 
 
 def test_reachable_temperatures_from_the_travel_inside_the_clamp():
