@@ -53,15 +53,20 @@ def _features(x, name: str) -> torch.Tensor:
     return x
 
 
-def _unit(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise a ValueError naming `name` unless every row has length 1 (within NORM_TOLERANCE)."""
-    _check_unit(name, x, NORM_TOLERANCE)
-    return x
+def _unit(x, name: str) -> torch.Tensor:
+    """`x` as float64 (N, D) rows of length 1, or a TypeError / ValueError naming `name`. A row counts as
+    normalised within NORM_TOLERANCE, or within its dtype's rounding where that is coarser (bfloat16: 2⁻⁷; such
+    rows are then normalised again in float64)."""
+    dtype = getattr(x, "dtype", None)
+    eps = torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) and dtype.is_floating_point else 0.0
+    x = _features(x, name)
+    _check_unit(name, x, max(NORM_TOLERANCE, eps))
+    return torch.nn.functional.normalize(x, dim=-1) if eps > NORM_TOLERANCE else x
 
 
 def _pair(image_features, text_features) -> tuple[torch.Tensor, torch.Tensor]:
-    img = _unit(_features(image_features, "image_features"), "image_features")
-    txt = _unit(_features(text_features, "text_features"), "text_features")
+    img = _unit(image_features, "image_features")
+    txt = _unit(text_features, "text_features")
     if img.shape[1] != txt.shape[1]:
         raise ValueError(f"image_features and text_features must live in one space: their widths differ "
                          f"({img.shape[1]} and {txt.shape[1]})")
@@ -95,7 +100,7 @@ def cone_cosine(features) -> float:
     Near 0 for embeddings spread over the sphere, near 1 for a narrow cone. Uses ‖Σ x‖² = N + Σ_i≠j x_i·x_j,
     so it needs no (N, N) matrix.
     """
-    x = _unit(_features(features, "features"), "features")
+    x = _unit(features, "features")
     n = len(x)
     return float((x.sum(dim=0).square().sum() - n) / (n * (n - 1)))
 
@@ -106,7 +111,7 @@ def shift_along(features, vector, amount: float) -> torch.Tensor:
     With vector = the gap vector (image centroid - text centroid), a negative amount moves image embeddings
     towards the texts: amount = -1 makes the centroids meet before the re-normalisation.
     """
-    x = _unit(_features(features, "features"), "features")
+    x = _unit(features, "features")
     v = vector.detach().to("cpu", torch.float64) if isinstance(vector, torch.Tensor) else None
     if v is None or v.shape != (x.shape[1],):
         raise ValueError(f"vector must be a tensor of shape ({x.shape[1]},), one number per feature, got "
@@ -151,6 +156,7 @@ class Diagnosis:
     mean_entropy: float         # nats, mean over the image→text rows; log n when uniform
     effective_negatives: float  # mean over rows of exp(entropy): how many captions share each row's mass
     matched: float              # fraction of images whose own caption is the most similar one (ties count)
+    tied_at_top: float          # captions tied for the most similar, mean over images: 1 when every top is unique
     gap: float                  # the modality gap, ‖mean(image) - mean(text)‖
     hardest: tuple[HardNegative, ...] = field(default=())   # the most similar non-matching pairs, hardest first
 
@@ -166,7 +172,10 @@ class Diagnosis:
                  f"  loss-optimal τ      {self.optimal_tau:.3g}  (loss {self.loss_at_optimum:.3f}){edge}",
                  f"  at τ = {self.tau:<8.3g}    loss {self.loss_at_tau:.3f}, mean entropy {self.mean_entropy:.3f} nats "
                  f"(uniform: {math.log(self.n):.3f}), effective negatives {self.effective_negatives:.3g} of {self.n}",
-                 f"  own caption on top  {self.matched:.1%} of images (a tie counts: repeated captions embed alike)",
+                 f"  own caption on top  {self.matched:.1%} of images (a tie counts: repeated captions embed alike)"
+                 + (f"; {self.tied_at_top:.3g} captions tie at the top on average"
+                    + (": the text features hardly differ (a collapsed text tower?)" if self.tied_at_top > self.n / 2
+                       else "") if self.tied_at_top > 1 else ""),
                  f"  modality gap        {self.gap:.3f}"]
         if self.hardest:
             lines.append("  hardest negatives (image, caption: similarity vs the image's own caption):")
@@ -208,9 +217,10 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     best_tau, best_loss = tm.optimal_temperature(img, txt)
     # own caption on top, ties included: an argmax would pick the first of two identical captions and count
     # every image of the second as a miss
-    matched = (sims.diagonal() >= sims.max(dim=1).values - TIE_TOLERANCE).double().mean()
+    top = sims >= sims.max(dim=1, keepdim=True).values - TIE_TOLERANCE   # (N, N) the captions tied at each top
+    matched = top.diagonal().double().mean()
     return Diagnosis(n=len(img), dim=img.shape[1], tau=float(tau), optimal_tau=best_tau,
                      loss_at_tau=tm.loss_at(img, txt, tau), loss_at_optimum=best_loss,
                      mean_entropy=float(h.mean()), effective_negatives=float(h.exp().mean()),
-                     matched=float(matched), gap=float((img.mean(0) - txt.mean(0)).norm()),
+                     matched=float(matched), tied_at_top=float(top.sum(dim=1).double().mean()), gap=float((img.mean(0) - txt.mean(0)).norm()),
                      hardest=hardest_negatives(sims, k) if k else ())

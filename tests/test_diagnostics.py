@@ -257,3 +257,28 @@ def test_check_hardest_negative_names_the_mistake(answer, says):
     feedback = lesson12.check_hardest_negative(answer)
     assert feedback.passed is False
     assert says in str(feedback), str(feedback)
+
+
+def test_diagnose_takes_bfloat16_embeddings_normalised_in_bfloat16():
+    """A review found bfloat16 features refused ("row 23 has length 1.001 ... Normalise each embedding first"),
+    advice that cannot help: bfloat16 rounds a length of 1 by up to 2⁻⁷."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(64, 32, generator=g), dim=-1).bfloat16()
+    assert ((x.double().norm(dim=-1) - 1).abs() > diagnostics.NORM_TOLERANCE).any()    # the case itself
+    report = diagnostics.diagnose(x, x, k=0)
+    assert report.matched == 1.0 and report.tied_at_top == 1.0
+    with pytest.raises(ValueError, match="image_features is not L2-normalised"):
+        diagnostics.diagnose(x * 1.05, x, k=0)                                          # 5 % off is still refused
+
+
+def test_diagnose_names_a_collapsed_text_tower_instead_of_a_perfect_match():
+    """Every caption with one embedding ties every image's top: 'own caption on top 100 %' alone would read as
+    perfect. The report counts the ties and names the collapse."""
+    g = torch.Generator().manual_seed(1)
+    img = torch.nn.functional.normalize(torch.randn(40, 16, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(1, 16, generator=g), dim=-1).expand(40, 16)
+    report = diagnostics.diagnose(img, txt, k=0)
+    assert report.matched == 1.0 and report.tied_at_top == 40.0
+    assert "40 captions tie at the top on average: the text features hardly differ" in str(report)
+    pairs = diagnostics.diagnose(img, img, k=0)                                          # distinct captions
+    assert pairs.tied_at_top == 1.0 and "tie at the top" not in str(pairs)
