@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import temperature_maths as tm
-from .loss import _check_unit
+from .loss import _check_unit, _check_whole
 
 NORM_TOLERANCE = 1e-3           # how far from 1 a row's length may be and still count as normalised
 TIE_TOLERANCE = 1e-6            # similarities this close count as equal (float32 features of one caption)
@@ -187,8 +187,7 @@ class Diagnosis:
 def hardest_negatives(sims: torch.Tensor, k: int = 5) -> tuple[HardNegative, ...]:
     """The k most similar pairs (i, j) with j ≠ i of a (N, N) similarity matrix, hardest first."""
     s = tm._check_sims(sims)                                             # float64 (N, N), N >= 2, finite
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k (how many hardest negatives) must be a whole number >= 0, got {k!r}")
+    _check_whole("k (how many hardest negatives)", k, 0)
     n = len(s)
     off = s.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf).flatten()    # (N·N,) the diagonal excluded
     top = off.topk(min(k, n * (n - 1))).indices
@@ -206,8 +205,7 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     thousands, slow beyond (pass a sample).
     """
     tau = tm._check_tau(tau)                                             # a float > 0, or an error naming tau
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k (how many hardest negatives) must be a whole number >= 0, got {k!r}")
+    _check_whole("k (how many hardest negatives)", k, 0)
     img, txt = _pair(image_features, text_features)
     if img.shape != txt.shape:
         raise ValueError(f"image_features and text_features must be pairs, row i with row i: their shapes differ "

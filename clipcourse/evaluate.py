@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import fix_articles, to_float
-from .loss import _check_features, _check_scalar, _check_unit
+from .loss import _check_features, _check_scalar, _check_unit, _check_whole
 
 
 def _in_eval_mode(model, encode, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -25,8 +25,7 @@ def _in_eval_mode(model, encode, inputs: torch.Tensor, batch_size: int) -> torch
 
     No inputs give a (0, D) tensor: the encoder runs once on the empty batch.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1 (inputs encoded at once), got {batch_size!r}")
+    _check_whole("batch_size", batch_size, 1)       # inputs encoded at once
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

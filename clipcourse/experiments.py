@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 import multiprocessing
-import numbers
 import os
 import pickle
 import queue as queue_module
@@ -34,6 +33,7 @@ from . import data, evaluate, train
 from .claims import _check_taus
 from .encoders import ImageEncoderConfig
 from .model import build_model
+from .loss import _check_whole
 from .temperature import INIT_TEMPERATURE, _positive
 from .text import Tokenizer
 
@@ -412,24 +412,20 @@ def _fit_in_memory(setup: _Setup, workers: int, chosen: bool) -> int:
     return workers
 
 
-def _whole(value, least: int) -> bool:
-    """Is `value` a whole number (an int, not a bool) >= least?"""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
-
-
 def _check_setup(setup: _Setup, workers: int | None) -> None:
     """Refuse here, before any worker starts, what would fail in every run (or, as lr = 0, silently learn nothing)."""
     _positive(setup.lr, "lr")
     if setup.temperature_lr is not None and not setup.temperature_lr > 0:
         raise ValueError(f"temperature_lr must be positive (or None), got {setup.temperature_lr}")
-    for name, least in (("n_heldout", 2), ("convs_per_stage", 1)):   # uniformity needs two held-out pictures
-        if not _whole(getattr(setup, name), least):
-            raise ValueError(f"{name} must be a whole number >= {least}, got {getattr(setup, name)!r}")
-    if not setup.widths or not all(_whole(w, 1) for w in setup.widths):
+    _check_whole("n_heldout", setup.n_heldout, 2)                   # uniformity needs two held-out pictures
+    _check_whole("convs_per_stage", setup.convs_per_stage, 1)
+    if not setup.widths:
         raise ValueError(f"widths must be one or more whole numbers >= 1 (channels per stage), got {setup.widths!r}")
-    if setup.threads is not None and not _whole(setup.threads, 1):
-        raise ValueError(f"threads must be a whole number >= 1 (or None: torch's setting), got {setup.threads!r}")
-    if workers is not None and not _whole(workers, 1):
+    for w in setup.widths:
+        _check_whole("widths", w, 1)                                  # channels per stage
+    if setup.threads is not None:
+        _check_whole("threads", setup.threads, 1)                     # or None: torch's setting
+    if workers is not None and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
         raise ValueError(f"workers must be at least 1 (or None for one per core), got {workers}")
     try:
         device = train.resolve_device(setup.device)

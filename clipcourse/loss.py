@@ -11,7 +11,7 @@ changes a softmax probability by a factor e^0.5 ≈ 1.6.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,13 @@ def _check_unit(name: str, x: torch.Tensor, tol: float = UNIT_TOLERANCE) -> None
         i = int(off.nonzero()[0])
         raise ValueError(f"{name} is not L2-normalised: row {i} has length {float(norms[i]):.4g}, not 1. "
                          f"Normalise each embedding first: F.normalize({name}, dim=-1)")
+
+
+def _check_whole(name: str, value, low: int, high: float = math.inf) -> None:
+    """Raise a ValueError naming `name` unless value is a whole number (an int, not a bool) in [low, high)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value < high:
+        where = f">= {low}" if high == math.inf else f"in {low} .. {high - 1}"
+        raise ValueError(f"{name} must be a whole number {where}, got {value!r}")
 
 
 def _check_scalar(name: str, value, *, positive: bool) -> None:

@@ -6,14 +6,13 @@ notebook cell ends with the call and shows exactly one picture.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Integral
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .loss import _check_whole
 from .temperature_maths import _check_sims
 
 
@@ -28,20 +27,13 @@ def _tensor(x) -> torch.Tensor:
     return torch.as_tensor(x).detach().cpu()
 
 
-def _whole(name: str, value, low: int, high: float = math.inf) -> None:
-    """Raise a ValueError naming `name` unless value is a whole number in [low, high)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value < high:
-        where = f">= {low}" if high == math.inf else f"in {low} .. {high - 1}"
-        raise ValueError(f"{name} must be a whole number {where}, got {value!r}")
-
-
 def show_images(images: torch.Tensor, captions: Sequence[str] | None = None, ncols: int = 8,
                 scale: float = 1.6):
     """A grid of uint8 images (N, 3, H, W) with their captions underneath (lesson 02)."""
     if isinstance(images, np.ndarray):                  # numpy pictures too (a list of tensors stays as it is)
         images = torch.as_tensor(images)
     n = len(images)
-    _whole("ncols", ncols, 1)
+    _check_whole("ncols", ncols, 1)
     if captions is not None and len(captions) != n:
         raise ValueError(f"captions must hold one caption per image: got {len(captions)} for {n} images")
     nrows = (n + ncols - 1) // ncols
@@ -97,7 +89,7 @@ def _bars(row, name: str, positive: int) -> np.ndarray:
     r = _tensor(row).numpy()
     if r.ndim != 1:
         raise ValueError(f"{name} must be one row (B,), e.g. probs[0], got shape {r.shape}")
-    _whole("positive (the matching caption's index)", positive, 0, len(r))
+    _check_whole("positive (the matching caption's index)", positive, 0, len(r))
     return r
 
 

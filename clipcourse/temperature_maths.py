@@ -21,7 +21,7 @@ from numbers import Integral
 
 import torch
 
-from .loss import _check_features, _check_unit, clip_loss
+from .loss import _check_features, _check_unit, _check_whole, clip_loss
 from .temperature import LearnableTemperature, _positive
 
 TAU_RANGE = (1e-3, 10.0)        # the range of τ searched and shown (the sliders' range too)
@@ -178,8 +178,7 @@ def optimal_temperature(image_features: torch.Tensor, text_features: torch.Tenso
     τ is an end of the range (the loss keeps falling beyond it), that end is returned.
     """
     lo, hi = (math.log(t) for t in _check_tau_range(tau_range))
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 3:
-        raise ValueError(f"grid must be a whole number >= 3 (points in log τ), got {grid!r}")
+    _check_whole("grid", grid, 3)                    # points in log τ
     _check_pair(image_features, text_features)
     us = torch.linspace(lo, hi, grid, dtype=torch.float64)
     losses = loss_curve(image_features, text_features, us.exp())
@@ -214,8 +213,7 @@ def descend_log_temperature(image_features: torch.Tensor, text_features: torch.T
     """
     lo, hi = _check_tau_range(tau_range)
     start = min(max(_check_tau(start, "start"), lo), hi)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+    _check_whole("steps", steps, 0)
     _check_pair(image_features, text_features)
     temp = LearnableTemperature(start, min_temperature=lo, max_temperature=hi).double()
     with torch.no_grad():
