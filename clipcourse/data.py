@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import csv
 import math
+import operator
 import os
 import re
 import warnings
@@ -79,6 +80,10 @@ def combo_index(color: int | torch.Tensor, shape: int | torch.Tensor):
 
 def combo_name(index: int) -> str:
     """'red circle' for a combination id."""
+    try:
+        index = operator.index(index)                   # an int, numpy int or 0-d integer tensor; 2.0 is not an id
+    except TypeError:
+        raise TypeError(f"index must be a whole-number combination id, got {index!r}") from None
     if not 0 <= index < NUM_COMBOS:                     # -1 would silently name the last one
         raise ValueError(f"index must be a combination id in 0 .. {NUM_COMBOS - 1}, got {index!r}")
     return f"{COLOR_NAMES[index // len(SHAPES)]} {SHAPES[index % len(SHAPES)]}"

@@ -412,12 +412,20 @@ def _fit_in_memory(setup: _Setup, workers: int, chosen: bool) -> int:
     return workers
 
 
+MIN_HELDOUT = data.NUM_COMBOS - len(data.heldout_combos()) + 1
+
+
 def _check_setup(setup: _Setup, workers: int | None) -> None:
     """Refuse here, before any worker starts, what would fail in every run (or, as lr = 0, silently learn nothing)."""
     _positive(setup.lr, "lr")
     if setup.temperature_lr is not None and not setup.temperature_lr > 0:
         raise ValueError(f"temperature_lr must be positive (or None), got {setup.temperature_lr}")
-    _check_whole("n_heldout", setup.n_heldout, 2)                   # uniformity needs two held-out pictures
+    # each evaluation set needs two pictures of one colour x shape (tolerance compares them): with one more
+    # picture than the 40 training combinations, some combination must come twice (pigeonhole)
+    if isinstance(setup.n_heldout, bool) or not isinstance(setup.n_heldout, int) or setup.n_heldout < MIN_HELDOUT:
+        raise ValueError(f"n_heldout must be at least {MIN_HELDOUT}, got {setup.n_heldout}: tolerance compares two "
+                         "pictures of one colour x shape, and only that many pictures make sure one comes twice")
+    _check_whole("resolution", setup.resolution, 16)                # data.render draws nothing smaller
     _check_whole("convs_per_stage", setup.convs_per_stage, 1)
     if not setup.widths:
         raise ValueError(f"widths must be one or more whole numbers >= 1 (channels per stage), got {setup.widths!r}")

@@ -130,11 +130,7 @@ def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: S
     `learnable` is one (mean, std), or {label: (mean, std)} for several (e.g. one per start), drawn in
     `colors` (one per band) if given.
     """
-    t, mu, sd = (np.asarray(v, dtype=float) for v in (taus, mean, std))
-    if t.ndim != 1 or not t.shape == mu.shape == sd.shape:
-        raise ValueError(f"taus, mean and std must be lists of one length, got {t.shape}, {mu.shape}, {sd.shape}")
-    if not (np.isfinite([t, mu, sd]).all() and (t > 0).all()):   # the log axis would silently drop τ <= 0, NaN
-        raise ValueError(f"taus must be > 0 and taus, mean, std finite, got taus={taus!r}, mean={mean!r}, std={std!r}")
+    _check_curve(taus, mean, std)
     bands = {"learnable τ (mean ± std)": learnable} if isinstance(learnable, tuple) else learnable or {}
     if len(bands) > len(colors or _BAND_COLORS):
         raise ValueError(f"learnable has {len(bands)} bands but there are {len(colors or _BAND_COLORS)} colours: "
@@ -148,6 +144,17 @@ def accuracy_vs_temperature(taus: Sequence[float], mean: Sequence[float], std: S
     ax.set(xscale="log", xlabel="τ", ylabel=ylabel)
     ax.legend(fontsize=8)
     return fig
+
+
+def _check_curve(taus, mean, std, name: str = "") -> None:
+    """A ValueError unless taus > 0 and mean, std finite, all of one length: the log axis would drop the rest."""
+    t, mu, sd = (np.asarray(v, dtype=float) for v in (taus, mean, std))
+    what = f" (metric {name!r})" if name else ""
+    if t.ndim != 1 or not t.shape == mu.shape == sd.shape:
+        raise ValueError(f"taus, mean and std{what} must be lists of one length, got {t.shape}, {mu.shape}, {sd.shape}")
+    if not (np.isfinite([t, mu, sd]).all() and (t > 0).all()):
+        raise ValueError(f"taus must be > 0 and taus, mean, std{what} finite, got taus={list(taus)!r}, "
+                         f"mean={list(mean)!r}, std={list(std)!r}")
 
 
 _BAND_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
@@ -241,6 +248,8 @@ def temperature_trajectories(trajectories: dict[str, Sequence[float]], ax=None, 
 def metrics_vs_temperature(taus: Sequence[float], metrics: dict[str, tuple[Sequence[float], Sequence[float]]],
                            learnable: dict[str, tuple[float, float]] | None = None, axes=None):
     """One panel per metric {name: (means, stds)} against a fixed τ (log axis), learnable τ as a band."""
+    for name, (mean, std) in metrics.items():
+        _check_curve(taus, mean, std, name)
     if axes is None:
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), layout="constrained",
                                  squeeze=False)
@@ -296,6 +305,7 @@ def confusion_matrix(matrix: torch.Tensor, row_labels: Sequence[str], col_labels
 def image_to_text_examples(images: torch.Tensor, captions: Sequence[Sequence[str]], scores: torch.Tensor,
                            correct: Sequence[Sequence[bool]] | None = None):
     """Each query image beside its top-k captions with their similarities; right ones in green (lesson 08)."""
+    images = _tensor(images)                            # numpy pictures too
     n, k = len(images), len(captions[0])
     fig, axes = plt.subplots(n, 2, figsize=(7, 1.25 * n), layout="constrained", squeeze=False,
                              gridspec_kw={"width_ratios": [1, 4]})

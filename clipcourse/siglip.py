@@ -12,6 +12,7 @@ in `experiments`' worker processes, one per CPU core at a time. `summarize` aver
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -61,6 +62,9 @@ def compare(batch_sizes: Sequence[int] = (8, 32, 128), seeds: Sequence[int] = (0
             raise ValueError(f"every batch size must be in [2, n_train = {n_train}], got {b}")
         if pairs // b < 1:
             raise ValueError(f"pairs = {pairs} is less than one batch of {b}: give more pairs")
+    for bias in bias_starts:                        # build_model would refuse it, but only in a worker
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+            raise ValueError(f"bias_starts must be finite numbers (b's starting values), got {list(bias_starts)}")
     bias_batch = batch_sizes[len(batch_sizes) // 2] if bias_batch_size is None else int(bias_batch_size)
     if bias_starts and not 2 <= bias_batch <= min(n_train, pairs):
         raise ValueError(f"bias_batch_size must be in [2, min(n_train, pairs)], got {bias_batch}")

@@ -91,9 +91,9 @@ def test_generate_names_a_bad_seed():
 
 from clipcourse import claims, experiments, siglip   # noqa: E402  (the tests above need none of these)
 
-TINY_SWEEP = dict(taus=[0.1], seeds=[0], steps=3, n_train=64, n_heldout=32, batch_size=8, widths=(8,),
+TINY_SWEEP = dict(taus=[0.1], seeds=[0], steps=3, n_train=64, n_heldout=41, batch_size=8, widths=(8,),
                   device="cpu", workers=1)
-TINY_COMPARE = dict(batch_sizes=(8,), seeds=[0], pairs=16, n_train=64, n_heldout=32, widths=(8,), device="cpu")
+TINY_COMPARE = dict(batch_sizes=(8,), seeds=[0], pairs=16, n_train=64, n_heldout=41, widths=(8,), device="cpu")
 
 
 @pytest.fixture
@@ -107,7 +107,9 @@ def no_runs(monkeypatch):
 @pytest.mark.parametrize("change,match", [
     (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),                # was: runs that learn nothing
     (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
-    (dict(n_heldout=0), "n_heldout must be a whole number >= 2, got 0"),     # was: an error in every worker
+    (dict(n_heldout=0), "n_heldout must be at least 41, got 0"),             # was: an error in every worker
+    (dict(n_heldout=16), "n_heldout must be at least 41, got 16: tolerance"),  # was: a worker's error, by chance
+    (dict(resolution=8), "resolution must be a whole number >= 16, got 8"),   # was: an error in every worker
     (dict(widths=()), r"widths must be .*got \(\)"),
     (dict(convs_per_stage=0), "convs_per_stage must be a whole number >= 1, got 0"),
     (dict(device="cpux"), "device must be .*got 'cpux'"),                   # was: torch's RuntimeError
@@ -140,6 +142,8 @@ def test_log_spaced_refuses_an_infinite_end():
     (dict(device="cpux"), "device must be .*got 'cpux'"),
     (dict(lr=-1e-3), "lr must be a finite number > 0"),
     (dict(temperature_lr=0.0), "temperature_lr must be positive"),
+    (dict(bias_starts=(float("nan"),)), r"bias_starts must be finite numbers.*\[nan\]"),  # was: the last run's error
+    (dict(resolution=8), "resolution must be a whole number >= 16, got 8"),  # was: an error in every worker
 ])
 def test_compare_refuses_bad_arguments_before_any_run(no_runs, change, match):
     with pytest.raises(ValueError, match=match):
@@ -244,6 +248,23 @@ def test_accuracy_vs_temperature_refuses_points_it_would_not_draw(no_figures_lef
         plots.accuracy_vs_temperature([0.01, 0.1], [0.5, 0.6], [0.1, 0.1], learnable=bands)  # was: 2 dropped
 
 
+def test_metrics_vs_temperature_refuses_points_it_would_not_draw(no_figures_left):
+    good = ([0.5, 0.6], [0.1, 0.1])
+    with pytest.raises(ValueError, match=r"taus must be > 0 .*metric 'uniformity'.*taus=\[0.0, 0.1\]"):
+        plots.metrics_vs_temperature([0.0, 0.1], {"uniformity": good})      # was: τ = 0 dropped by the log axis
+    with pytest.raises(ValueError, match=r"metric 'alignment'.*mean=\[nan, 0.6\]"):
+        plots.metrics_vs_temperature([0.01, 0.1], {"uniformity": good, "alignment": ([float("nan"), 0.6], [0, 0])})
+    with pytest.raises(ValueError, match=r"metric 'alignment'.* one length"):
+        plots.metrics_vs_temperature([0.01, 0.1], {"alignment": ([0.5], [0.1])})  # was: matplotlib's shape error
+
+
+def test_image_to_text_examples_takes_numpy_pictures(no_figures_left):
+    pictures = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    fig = plots.image_to_text_examples(pictures, [["a", "b"], ["c", "d"]], np.ones((2, 2)))  # was: AttributeError
+    assert len(fig.axes) == 4
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_embed_refuses_a_batch_size_below_one(batch_size):
     model = build_model(Tokenizer.for_shapesworld())
@@ -285,6 +306,9 @@ def test_describe_and_hard_negatives_check_scenes_and_names_check_ids():
         data.hard_negative([[[0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]])               # was: AttributeError 'clone'
     with pytest.raises(ValueError, match=r"index must be a combination id in 0 \.\. 47, got -1"):
         data.combo_name(-1)                                                    # was: 'cyan ring'
+    with pytest.raises(TypeError, match=r"index must be a whole-number combination id, got 2.0"):
+        data.combo_name(2.0)                                                   # was: "list indices must be integers"
+    assert data.combo_name(torch.tensor(7)) == data.combo_name(np.int64(7)) == data.combo_name(7)  # a label's type
 
 
 @pytest.mark.parametrize("jitter", [-0.1, float("nan"), float("inf")])

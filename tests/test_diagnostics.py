@@ -151,15 +151,15 @@ def test_diagnose_refuses_bad_settings(kwargs, error, match):
 
 
 def test_sweep_keeps_features_only_when_asked():
-    common = dict(steps=2, n_train=64, batch_size=32, n_heldout=16, learnable=False, workers=1, threads=1,
+    common = dict(steps=2, n_train=64, batch_size=32, n_heldout=41, learnable=False, workers=1, threads=1,
                   precision="float32")
     plain = experiments.sweep([0.1], [0], **common)[0]
     kept = experiments.sweep([0.1], [0], **common, keep_features=True)[0]
     assert "features" not in plain
     f = kept.pop("features")
     assert plain["heldout_acc"] == kept["heldout_acc"] and plain["final_loss"] == kept["final_loss"]
-    assert f["image"].shape == f["text"].shape == f["image_init"].shape == (16, 64)
-    assert f["classes"].shape == (48, 64) and f["labels"].shape == (16,) and len(f["captions"]) == 16
+    assert f["image"].shape == f["text"].shape == f["image_init"].shape == (41, 64)
+    assert f["classes"].shape == (48, 64) and f["labels"].shape == (41,) and len(f["captions"]) == 41
     assert isinstance(f["image"], np.ndarray)
     assert diagnostics.modality_gap(f["image_init"], f["text_init"]).distance > 0.5   # the cone effect
     acc = (torch.as_tensor(f["image"]) @ torch.as_tensor(f["classes"]).T).argmax(1) == torch.as_tensor(f["labels"])

@@ -112,8 +112,12 @@ def test_callbacks_see_every_step_in_order_from_worker_processes_too(workers):
 
 
 def test_an_error_in_a_worker_reaches_the_caller():
+    # sweep refuses resolution 8 up front (tests/test_bad_input.py); past that check, every run fails in its worker
+    setup = experiments._Setup(SMALL["steps"], SMALL["n_train"], 8, SMALL["widths"], 1, SMALL["batch_size"], 2e-3,
+                               SMALL["n_heldout"], 0, "cpu", 1)
+    jobs = [dict(tau=0.1, learnable=False, seed=seed) for seed in (0, 1)]
     with pytest.raises(experiments.SweepFailed, match="resolution must be at least 16") as info:
-        experiments.sweep([0.1], seeds=[0, 1], workers=2, **{**SMALL, "resolution": 8})
+        experiments._run_all(setup, jobs, None, workers=2)
     assert isinstance(info.value.__cause__, ValueError)              # the run's own error, with its traceback
     assert "in the worker process training" in str(info.value.__cause__.__cause__)
     assert info.value.rows == []

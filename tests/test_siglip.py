@@ -135,7 +135,7 @@ def test_a_wrapped_siglip_model_trains_with_its_bias(tok, pairs):
 
 
 def test_compare_rows_and_verdict():
-    rows = siglip.compare((4, 8), seeds=[0], pairs=16, bias_starts=(0.0,), n_train=64, n_heldout=32,
+    rows = siglip.compare((4, 8), seeds=[0], pairs=16, bias_starts=(0.0,), n_train=64, n_heldout=41,
                           widths=(8,), workers=1, precision="float32")
     assert [(r["loss"], r["batch_size"], r["steps"], r["logit_bias"]) for r in rows] == [
         ("clip", 4, 4, None), ("siglip", 4, 4, -10.0), ("clip", 8, 2, None), ("siglip", 8, 2, -10.0),
@@ -148,7 +148,7 @@ def test_compare_rows_and_verdict():
     assert verdict.answer in (siglip.HOLDS, siglip.FAILS, siglip.UNCLEAR) and "batch 4" in verdict.evidence
 
 
-TINY_COMPARE = dict(seeds=[0], pairs=16, n_train=64, n_heldout=32, widths=(8,), precision="float32")
+TINY_COMPARE = dict(seeds=[0], pairs=16, n_train=64, n_heldout=41, widths=(8,), precision="float32")
 
 
 def test_ctrl_c_during_compare_keeps_the_finished_runs(monkeypatch):
@@ -171,12 +171,20 @@ def test_ctrl_c_during_compare_keeps_the_finished_runs(monkeypatch):
     assert [(r["loss"], r["batch_size"]) for r in info.value.rows] == [("clip", 8), ("clip", 4), ("siglip", 4)]
 
 
-def test_a_failed_run_in_compare_keeps_the_finished_runs():
-    """A bias start of NaN fails (build_model refuses it) in the last run, after the others finished."""
+def test_a_failed_run_in_compare_keeps_the_finished_runs(monkeypatch):
+    """The bias run fails (its start turned NaN past compare's checks; build_model refuses it) after the others."""
     from clipcourse import experiments
 
+    real = experiments._run
+
+    def nan_bias(setup, job, callbacks):
+        if job.get("logit_bias") == 1.0:             # the run of bias_starts, trained last (fewest steps)
+            job = dict(job, logit_bias=math.nan)
+        return real(setup, job, callbacks)
+
+    monkeypatch.setattr(experiments, "_run", nan_bias)
     with pytest.raises(experiments.SweepFailed, match=r"logit_bias must be finite.* 4 of 5 runs") as info:
-        siglip.compare((4, 8), bias_starts=(math.nan,), bias_batch_size=8, workers=1, **TINY_COMPARE)
+        siglip.compare((4, 8), bias_starts=(1.0,), bias_batch_size=8, workers=1, **TINY_COMPARE)
     assert isinstance(info.value, RuntimeError) and isinstance(info.value.__cause__, ValueError)
     kept = info.value.rows
     assert [(r["loss"], r["batch_size"], r["logit_bias"]) for r in kept] == [
