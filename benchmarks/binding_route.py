@@ -19,7 +19,6 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 
 from clipcourse import data, evaluate, model, text, train
 from clipcourse.encoders import ImageEncoderConfig
@@ -98,26 +97,9 @@ def main() -> None:
 
 
 def probes(features: torch.Tensor, scenes: torch.Tensor) -> dict:
-    """The read-out of each object's colour and shape (benchmarks/NOTES.md, thirteenth round)."""
-    return {f"{side} {name}": probe(features, scenes[:, k, attribute])
+    """The linear read-out of each object's colour and shape (benchmarks/NOTES.md, thirteenth and fourteenth rounds)."""
+    return {f"{side} {name}": evaluate.linear_probe(features, scenes[:, k, attribute])
             for k, side in enumerate(("left", "right")) for name, attribute in (("colour", data.COLOR), ("shape", data.SHAPE))}
-
-
-def probe(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy on the second half of a linear read-out (logistic regression) fitted on the first half."""
-    n = len(labels) // 2
-    w = torch.zeros(features.shape[1], int(labels.max()) + 1, requires_grad=True)
-    b = torch.zeros(int(labels.max()) + 1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=300)
-
-    def closure():
-        opt.zero_grad()
-        value = F.cross_entropy(features[:n] @ w + b, labels[:n]) + 1e-4 * w.pow(2).sum()
-        value.backward()
-        return value
-
-    opt.step(closure)
-    return ((features[n:] @ w + b).argmax(-1) == labels[n:]).float().mean().item()
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ class HardNegative:
     text: int
     similarity: float           # image · text of this negative pair
     positive: float             # image · its own caption: a negative above it is ranked first
+    copies: tuple[int, ...] = ()  # other captions with the same similarity to every image (a repeated caption)
 
     @property
     def verdict(self) -> str:
@@ -180,19 +181,34 @@ class Diagnosis:
         if self.hardest:
             lines.append("  hardest negatives (image, caption: similarity vs the image's own caption):")
             lines += [f"    {h.image:>5}, {h.text:<5}  {h.similarity:+.3f} vs {h.positive:+.3f}  {h.verdict}".rstrip()
+                      + (f"  (the same caption {len(h.copies)} more time{'s' * (len(h.copies) > 1)})" if h.copies else "")
                       for h in self.hardest]
         return "\n".join(lines)
 
 
 def hardest_negatives(sims: torch.Tensor, k: int = 5) -> tuple[HardNegative, ...]:
-    """The k most similar pairs (i, j) with j ≠ i of a (N, N) similarity matrix, hardest first."""
+    """The k most similar pairs (i, j) with j ≠ i of a (N, N) similarity matrix, hardest first.
+
+    A caption repeated in the batch (the same column of similarities, within TIE_TOLERANCE) is listed once per
+    image, with the other copies' columns in `copies`: k pairs name k different captions of an image.
+    """
     s = tm._check_sims(sims)                                             # float64 (N, N), N >= 2, finite
     _check_whole("k (how many hardest negatives)", k, 0)
     n = len(s)
     off = s.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf).flatten()    # (N·N,) the diagonal excluded
-    top = off.topk(min(k, n * (n - 1))).indices
-    return tuple(HardNegative(image=int(t) // n, text=int(t) % n, similarity=float(off[t]),
-                              positive=float(s[int(t) // n, int(t) // n])) for t in top)
+    order = off.argsort(descending=True, stable=True)[: n * (n - 1)]     # hardest first; a tie: the lower index
+    found, listed = [], set()                                            # listed: (image, a copy's column)
+    for t in (t for chunk in order.split(1024) for t in chunk.tolist()):
+        i, j = divmod(t, n)
+        if len(found) == k:
+            break
+        if (i, j) in listed:                                             # a copy of a caption already listed
+            continue
+        same = ((s - s[:, j : j + 1]).abs() <= TIE_TOLERANCE).all(dim=0)   # (N,) columns equal to column j
+        copies = tuple(c for c in same.nonzero().flatten().tolist() if c not in (i, j))
+        listed.update((i, c) for c in copies)
+        found.append(HardNegative(image=i, text=j, similarity=float(s[i, j]), positive=float(s[i, i]), copies=copies))
+    return tuple(found)
 
 
 def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Diagnosis:

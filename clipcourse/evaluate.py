@@ -1,5 +1,5 @@
 """Measuring what a CLIP learned: zero-shot accuracy, retrieval recall@k, alignment and uniformity
-(lessons 06-08), and BatchNorm statistics refreshed for a model's current weights (lesson 06).
+(lessons 06-08), a linear probe (lesson 11), and BatchNorm statistics refreshed for a model's current weights (lesson 06).
 
 Zero-shot classification turns each class into a caption ("a green triangle"), embeds the captions
 once, and labels each image with the class whose caption is most similar. On the held-out split no
@@ -221,6 +221,42 @@ def other_class_similarity(x: torch.Tensor, labels: torch.Tensor) -> float:
     if other_pairs == 0:
         raise ValueError("other_class_similarity needs pictures of two classes at least; labels hold one or none")
     return other_sum / other_pairs
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, fit_fraction: float = 0.5,
+                 weight_decay: float = 1e-4) -> float:
+    """Accuracy of a linear read-out of `labels` from `features`: a logistic regression fitted on the first
+    `fit_fraction` of the rows, scored on the rest (the linear probe of Radford et al. 2021; lesson 11).
+
+    It asks what the features hold, whether or not a caption can reach it: chance is 1 / (number of classes).
+    """
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"linear_probe takes tensors (features, labels), got {type(features).__name__} and "
+                        f"{type(labels).__name__}")
+    if features.dim() != 2 or labels.shape != (len(features),):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool or labels.min() < 0:
+        raise TypeError(f"labels must be integer class ids >= 0, got dtype {labels.dtype}")
+    if not features.is_floating_point() or not bool(torch.isfinite(features).all()):
+        raise ValueError(f"features must be finite floating-point numbers, got dtype {features.dtype}")
+    n_fit = int(len(labels) * fit_fraction)
+    if not 0 < n_fit < len(labels):
+        raise ValueError(f"fit_fraction must leave rows to fit and rows to score, got {fit_fraction} of {len(labels)}")
+    x, y = features.detach().to("cpu", torch.float64), labels.cpu()
+    w = torch.zeros(x.shape[1], int(y.max()) + 1, dtype=x.dtype, requires_grad=True)   # (D, C)
+    b = torch.zeros(int(y.max()) + 1, dtype=x.dtype, requires_grad=True)                # (C,)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        value = F.cross_entropy(x[:n_fit] @ w + b, y[:n_fit]) + weight_decay * w.pow(2).sum()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return ((x[n_fit:] @ w + b).argmax(-1) == y[n_fit:]).double().mean().item()
 
 
 def recalibrate_batchnorm(model, images: torch.Tensor, batch_size: int = 256) -> torch.nn.Module:

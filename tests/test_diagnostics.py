@@ -282,3 +282,18 @@ def test_diagnose_names_a_collapsed_text_tower_instead_of_a_perfect_match():
     assert "40 captions tie at the top on average: the text features hardly differ" in str(report)
     pairs = diagnostics.diagnose(img, img, k=0)                                          # distinct captions
     assert pairs.tied_at_top == 1.0 and "tie at the top" not in str(pairs)
+
+
+def test_hardest_negatives_name_a_repeated_caption_once_per_image():
+    """ShapesWorld repeats captions: three copies of one caption must not fill three of an image's k places."""
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    txt = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    txt[3] = txt[4] = txt[5] = F.normalize(img[0] + 0.1 * txt[3], dim=-1)    # one caption, three times, close to img 0
+    hardest = diagnostics.hardest_negatives(img @ txt.T, k=3)
+    first = hardest[0]
+    assert first.image == 0 and first.text in (3, 4, 5) and sorted((first.text, *first.copies)) == [3, 4, 5]
+    assert not any(h.image == 0 and h.text in (3, 4, 5) for h in hardest[1:])   # was: (0, 3), (0, 4), (0, 5)
+    assert all(h.copies == () or h.text in (3, 4, 5) for h in hardest)
+    report = diagnostics.diagnose(img, txt, k=3)
+    assert "(the same caption 2 more times)" in str(report)

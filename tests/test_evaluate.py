@@ -403,3 +403,32 @@ def test_zero_shot_classifier_refuses_templates_without_one_slot(model, tok, tem
 def test_recall_of_no_pairs_is_an_error_not_nan():
     with pytest.raises(ValueError, match=r"recall of no pairs.*\(0, 8\)"):
         evaluate.retrieval_recall(random_unit(0, 8), random_unit(0, 8))
+
+
+# --- the linear probe (lesson 11) ------------------------------------------------------------------
+
+def test_linear_probe_reads_a_label_the_features_hold_and_not_one_they_do_not():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 8, (600,), generator=g)
+    held = F.one_hot(labels, 8).float() + 0.15 * torch.randn(600, 8, generator=g)       # (600, 8): the label, noisy
+    features = torch.cat([held, torch.randn(600, 24, generator=g)], dim=1)              # (600, 32) and noise
+    assert evaluate.linear_probe(features, labels) > 0.95
+    unrelated = torch.randint(0, 8, (600,), generator=g)                                # a label they do not hold
+    assert abs(evaluate.linear_probe(features, unrelated) - 1 / 8) < 0.06
+    # fitted on the first half only: labels that flip meaning in the second half cannot be read there
+    flipped = torch.cat([labels[:300], (labels[300:] + 1) % 8])
+    assert evaluate.linear_probe(features, flipped) < 0.05
+
+
+def test_linear_probe_refuses_bad_input():
+    x, y = torch.randn(10, 4), torch.arange(10) % 2
+    with pytest.raises(ValueError, match=r"features must be \(N, D\) and labels \(N,\), got \(10, 4\) and \(9,\)"):
+        evaluate.linear_probe(x, y[:9])
+    with pytest.raises(TypeError, match="labels must be integer class ids"):
+        evaluate.linear_probe(x, y.float())
+    with pytest.raises(ValueError, match="features must be finite"):
+        evaluate.linear_probe(torch.full_like(x, float("nan")), y)
+    with pytest.raises(ValueError, match="fit_fraction must leave rows to fit and rows to score, got 1.0 of 10"):
+        evaluate.linear_probe(x, y, fit_fraction=1.0)
+    with pytest.raises(TypeError, match=r"takes tensors .*ndarray"):
+        evaluate.linear_probe(x.numpy(), y)

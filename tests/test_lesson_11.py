@@ -327,3 +327,39 @@ def test_the_position_cell_prints_both_verdicts_and_guards_the_sum():
     binding = {("plain", 0.02): (0.52, 0.48), ("hard negatives", 0.02): (0.70, 0.65), ("untrained", 0.02): (0.5, 0.5)}
     with pytest.raises(AssertionError, match="left of"):
         run(binding, {("plain", 0.02): 0.47, ("hard negatives", 0.02): 0.66})   # the prose would be wrong: Run All stops
+
+
+def test_the_read_out_cell_fits_each_place_and_judges_against_the_untrained_model():
+    """The linear-probe cell reads the colour of each place from every model's features and gives a verdict per
+    place against the untrained model; a model without the left colour stops Run All (the prose says it learned it)."""
+    source = _lesson_cell("l11-24p")
+    assert source.startswith("# NBVAL_IGNORE_OUTPUT") and "exercises.expect(" in source
+    scenes = _two_objects(40, seed=5)
+
+    def run(read):                          # read: model -> (left, right), what linear_probe returns for it
+        printed, asked = [], []
+
+        def probe(features, labels):        # the features stand for their model; labels must be a place's colour
+            side = next(s for s in (0, 1) if torch.equal(labels, scenes[:, s, data.COLOR]))
+            asked.append(side)
+            return read[features][side]
+
+        def expect(name, value, at_least):
+            if value < at_least:
+                raise AssertionError(name)
+        evaluate_stub = type("E", (), {"embed_images": staticmethod(lambda m, images: m),
+                                       "linear_probe": staticmethod(probe)})
+        namespace = dict(with_untrained={k: k for k in read}, evaluate=evaluate_stub, data=data, test_scenes=scenes,
+                         test_images=None, MARGIN=0.07, print=lambda *a, **k: printed.append(" ".join(a)),
+                         exercises=type("X", (), {"expect": staticmethod(expect)}))
+        exec(_lesson_cell("l11-16"), namespace)                              # the lesson's verdict()
+        exec(source, namespace)
+        return printed, asked
+
+    read = {("plain", 0.02): (0.62, 0.5), ("hard negatives", 0.02): (0.71, 0.44), ("untrained", 0.02): (0.49, 0.44)}
+    printed, asked = run(read)
+    assert asked == [0, 1] * 3                                               # left, then right, for every model
+    assert "left object's colour" in printed[-2] and ": holds" in printed[-2] and "+22.0%" in printed[-2]
+    assert "right object's colour" in printed[-1] and ": unclear" in printed[-1]
+    with pytest.raises(AssertionError, match="left colour read-out"):
+        run({**read, ("hard negatives", 0.02): (0.55, 0.44)})
