@@ -1,5 +1,6 @@
 """Lessons 00-04: every hand-built-vs-package equality the notebooks assert, and the exercise checkers."""
 
+import json
 import math
 import os
 import re
@@ -61,6 +62,33 @@ def test_lesson00_cosine_checker():
     assert "Not attempted" in str(lesson00.check_cosine_similarity(None))
 
 
+def test_lesson00_cosine_checker_names_more_slips():
+    a, b = torch.tensor(lesson00.A), torch.tensor(lesson00.B)
+    cos = F.cosine_similarity(a, b, dim=0)
+    assert lesson00.check_cosine_similarity(cos.numpy(), a, b).passed      # a 0-d numpy array is a number too
+    cases = {
+        (a * b).sum() / a.norm() * b.norm(): "parentheses",            # 20 / 3 * 7: divides by |a|, multiplies by |b|
+        (a * b).sum() / b.norm() * a.norm(): "parentheses",
+        (a * b).mean() / (a.norm() * b.norm()): "mean",
+        (a * b).sum() / (a.norm(p=1) * b.norm(p=1)): "sum of the entries",
+    }
+    for answer, phrase in cases.items():
+        fb = lesson00.check_cosine_similarity(answer, a, b)
+        assert fb.passed is False and phrase in fb.message, (answer, str(fb))
+
+
+def test_lesson00_environment_check_names_every_requirement():
+    """The environment check looks for every package of requirements.txt a lesson imports (ipympl: the sliders)."""
+    nb = json.loads((paths.NOTEBOOKS_DIR / "00_welcome.ipynb").read_text(encoding="utf-8"))
+    check = next("".join(c["source"]) for c in nb["cells"] if "find_spec" in "".join(c["source"]))
+    listed = set(re.search(r"for package in \[([^\]]*)\]", check).group(1).replace('"', "").replace(" ", "").split(","))
+    import_name = {"open-clip-torch": "open_clip", "pillow": "PIL"}
+    not_checked = {"jupyterlab", "nbval", "torch", "numpy"}   # the host, the tests, checked by version, matplotlib's own
+    lines = (paths.ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    required = {re.match(r"[A-Za-z0-9_.-]+", ln).group(0) for ln in lines if ln.strip() and not ln.startswith("#")}
+    assert {import_name.get(r, r) for r in required - not_checked} <= listed, listed
+
+
 # --- lesson 01 --------------------------------------------------------------------------------
 
 def test_lesson01_normalise_and_cosine_by_hand():
@@ -105,6 +133,24 @@ def test_lesson01_similarity_checker():
         fb = check(answer, img, txt)
         assert fb.passed is False and phrase in fb.message, (phrase, fb)
     assert check(good.tolist(), img, txt).passed is False
+
+
+def test_lesson01_similarity_checker_names_norm_slips():
+    g = torch.Generator().manual_seed(1)
+    img, txt = torch.randn(6, 4, generator=g) * 3, torch.randn(6, 4, generator=g) * 3
+    good = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    check = lesson01.check_similarity_matrix
+    assert check(good.numpy(), img, txt).passed                        # a numpy array of the right numbers
+    raw = img @ txt.T
+    cases = {
+        "column j": raw / (img.norm(dim=-1) * txt.norm(dim=-1)),      # (B,) lengths, not their (B, B) outer product
+        "row i": raw / (img.norm(dim=-1) * txt.norm(dim=-1))[:, None],
+        "whole matrix": (img / img.norm()) @ (txt / txt.norm()).T,    # .norm() without dim: one length for all
+        "squared lengths": (img / (img * img).sum(-1, keepdim=True)) @ (txt / (txt * txt).sum(-1, keepdim=True)).T,
+    }
+    for phrase, answer in cases.items():
+        fb = check(answer, img, txt)
+        assert fb.passed is False and phrase in fb.message, (phrase, str(fb))
 
 
 # --- lesson 02 --------------------------------------------------------------------------------
@@ -213,6 +259,21 @@ def test_lesson02_caption_checker():
     assert check(42, scene).passed is False
 
 
+def test_lesson02_caption_checker_wants_the_size_before_the_colour():
+    scene = torch.tensor([[4, 2, 0, 2, 1], [0, 0, 0, 0, 0]])   # small purple triangle at the top
+    fb = lesson02.check_caption("a purple small triangle", scene)   # no template writes the size there
+    assert fb.passed is False and "size before the colour" in fb.message, str(fb)
+
+
+def test_lesson02_heldout_checker_names_the_zero_counts():
+    """per_combo[per_combo == 0] keeps the counts of the held-out combinations (all 0), not their ids."""
+    train_set = data.ShapesWorld.generate(2000, seed=0)
+    per_combo = torch.bincount(train_set.labels, minlength=data.NUM_COMBOS)
+    for answer in (per_combo[per_combo == 0], per_combo[per_combo == 0].tolist()):
+        fb = lesson02.check_heldout_combos(answer)
+        assert fb.passed is False and "counts" in fb.message and "nonzero" in fb.message, str(fb)
+
+
 # --- lesson 03 --------------------------------------------------------------------------------
 
 def test_lesson03_image_path_by_hand(clip, batch):
@@ -279,6 +340,43 @@ def test_lesson03_eot_checker(tok):
     for phrase, answer in cases.items():
         fb = check(answer, tokens)
         assert fb.passed is False and phrase in fb.message, (phrase, fb)
+
+
+def test_lesson03_eot_checker_names_realistic_mistakes(tok):
+    """Review fix: these answers got a misleading diagnosis ("first <pad>" for a length, "reduce over dim=1"
+    for another batch's positions or nonzero's pairs, "not one list of numbers" for torch.where's pair)."""
+    tokens = tok(["a red circle", "there is a large blue ring", "a cyan cross left of a white square",
+                  "a small green diamond at the bottom"])
+    eight = tok(["a red circle"] * 8)                  # the lesson's own batch has 8 captions
+    check = lesson03.check_eot_positions
+    cases = {
+        "length": (tokens != tok.pad_id).sum(dim=1),                      # caption lengths, one too many
+        "another batch": (eight == tok.eot_id).int().argmax(dim=1),       # (8,) from the wrong tokens
+        "dim=0": (tokens == tok.eot_id).int().argmax(dim=0),              # (16,) reduced over the batch
+        "nonzero()": (tokens == tok.eot_id).nonzero(),                    # (4, 2) (row, position) pairs
+        "torch.where": torch.where(tokens == tok.eot_id),                 # a (rows, positions) tuple
+    }
+    for phrase, answer in cases.items():
+        fb = check(answer, tokens)
+        assert fb.passed is False and phrase in fb.message + fb.hint, (phrase, fb)
+    assert check((tokens == tok.eot_id).nonzero()[:, 1], tokens).passed
+
+
+def test_lesson03_without_positions_one_layer_reads_a_set(clip, tok):
+    """The lesson's claim: with no position embeddings, the one-layer encoder's <eot> output cannot tell
+    captions with the same words in another order apart; with them it can."""
+    enc = clip.text
+    assert enc.cfg.layers == 1
+    pair = tok(["a red circle left of a blue square", "a blue circle left of a red square"])
+    with torch.no_grad():
+        def at_eot(pos):
+            x = enc.ln_final(enc.transformer(enc.token_embedding(pair) + pos, mask=enc.attn_mask, is_causal=True))
+            eot = (pair == tok.eot_id).int().argmax(dim=1)
+            return x[torch.arange(2), eot]
+        without = at_eot(torch.zeros_like(enc.positional_embedding))
+        with_positions = at_eot(enc.positional_embedding)
+    assert (without[0] - without[1]).abs().max() < 1e-5                 # the same up to float rounding
+    assert (with_positions[0] - with_positions[1]).abs().max() > 1e-4   # untrained positions are small (0.01)
 
 
 # --- lesson 04 --------------------------------------------------------------------------------
@@ -351,6 +449,22 @@ def test_lesson04_one_step_pulls_positives_and_pushes_negatives():
     assert loss.clip_loss(ni, nt, 0.07) < before
 
 
+def test_lesson04_the_same_step_moves_the_loss_far_more_at_a_low_tau():
+    """The lesson's claim: one step of the same lr lowers the loss many times more at τ = 0.07 than at τ = 1,
+    but not by (1/τ)²: the probabilities change with τ and the step is not small."""
+    img, txt = _features()
+
+    def drop(tau, lr=0.05):
+        fi, ft = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+        before = loss.clip_loss(fi, ft, tau)
+        before.backward()
+        after = loss.clip_loss(F.normalize(fi - lr * fi.grad, dim=-1), F.normalize(ft - lr * ft.grad, dim=-1), tau)
+        return (before - after).item()
+
+    ratio = drop(0.07) / drop(1.0)
+    assert 10 < ratio < (1 / 0.07) ** 2
+
+
 def test_lesson04_loss_checker():
     ce = F.cross_entropy
     check = lesson04.check_clip_loss
@@ -395,3 +509,30 @@ def test_lesson04_loss_checker():
         fb = check(fn)
         assert fb.passed is False and phrase in fb.message, (phrase, fb)
     assert check(42).passed is False
+
+
+def test_lesson04_loss_checker_names_a_function_that_reads_the_lessons_tensors():
+    """Review fix: a my_clip_loss copied from the lesson's cells reads its img / txt / sims / labels instead of its
+    arguments; it was told it "uses only the diagonal" or that a product of (B, D) with (B, D) needs a transpose."""
+    ce, check = F.cross_entropy, lesson04.check_clip_loss
+    img, txt = _features()                             # the lesson's (8, 32) features
+    labels = torch.arange(8)
+
+    def lessons_features(i, t, tau):
+        lg = img @ txt.T / tau
+        return (ce(lg, labels) + ce(lg.T, labels)) / 2
+
+    def lessons_images(i, t, tau):
+        lg = img @ t.T / tau
+        return (ce(lg, labels) + ce(lg.T, labels)) / 2
+
+    def lessons_labels(i, t, tau):
+        lg = i @ t.T / tau
+        return (ce(lg, labels) + ce(lg.T, labels)) / 2
+
+    fb = check(lessons_features)
+    assert fb.passed is False and "does not read its arguments" in fb.message, fb
+    fb = check(lessons_images)
+    assert fb.passed is False and "not one of its arguments" in fb.message and "transpose" not in fb.message, fb
+    fb = check(lessons_labels)
+    assert fb.passed is False and "outside the function" in fb.hint, fb

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from . import Feedback, correct, not_attempted, wrong
@@ -22,6 +23,8 @@ def _as_number(answer) -> float | None:
         return float(answer)
     if isinstance(answer, torch.Tensor) and answer.numel() == 1 and answer.is_floating_point():
         return float(answer.detach())
+    if isinstance(answer, np.ndarray) and answer.size == 1 and answer.dtype.kind == "f":
+        return float(answer.reshape(()))              # numpy's 0-d arrays: tensor.numpy() of the answer
     return None
 
 
@@ -60,6 +63,14 @@ def check_cosine_similarity(answer, a=A, b=B) -> Feedback:
          "Divide by a.norm() * b.norm(), or normalise both vectors first."),
         (dot / na, "you divided by the length of a only.", "Divide by the length of b too."),
         (dot / nb, "you divided by the length of b only.", "Divide by the length of a too."),
+        (dot / na * nb, "you divided by the length of a, then multiplied by the length of b: without parentheses, "
+         "x / a.norm() * b.norm() is (x / a.norm()) * b.norm().", "Put parentheses around the product of the lengths."),
+        (dot / nb * na, "you divided by the length of b, then multiplied by the length of a: without parentheses, "
+         "x / b.norm() * a.norm() is (x / b.norm()) * a.norm().", "Put parentheses around the product of the lengths."),
+        (dot / len(a) / (na * nb), "you took the mean of the products, (a * b).mean(): the dot product is their sum.",
+         "Use (a * b).sum(), or a @ b."),
+        (dot / float(a.abs().sum() * b.abs().sum()), "you used the sum of the entries (the L1 norm) as the length.",
+         "The length is the square root of the sum of squares: a.norm() = (a * a).sum().sqrt()."),
         (dot / (na * na * nb * nb), "you divided by the squared lengths (a · a and b · b).",
          "The length is the square root: a.norm() = (a * a).sum().sqrt()."),
         (1 - cos, "that is 1 - cos, the cosine *distance*, not the similarity.", "Drop the '1 -'."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +17,8 @@ def check_similarity_matrix(answer, image_features: torch.Tensor, text_features:
     """Is `answer` the (B, B) cosine-similarity matrix, rows = images, columns = captions?"""
     if answer is None:
         return not_attempted("the (B, B) matrix of cosine similarities between images (rows) and captions (columns)")
+    if isinstance(answer, np.ndarray) and answer.dtype.kind in "fiub":
+        answer = torch.tensor(answer)                # a numpy array (x.numpy()): judged by its numbers
     if not isinstance(answer, torch.Tensor):
         return wrong(f"expected a torch.Tensor, got {type(answer).__name__}.",
                      "Compute it with tensor operations: normalise, then use @.")
@@ -64,7 +67,20 @@ def check_similarity_matrix(answer, image_features: torch.Tensor, text_features:
         (torch.cdist(n_img, n_txt), "these are Euclidean distances between the normalised vectors, not cosines.",
          "Use the matrix product of the normalised features: image_features @ text_features.T."),
         (-expected, "the sign is flipped: minus the cosine similarities.", "Drop the minus sign."),
+        (F.normalize(img, dim=-1) / img.norm(dim=-1, keepdim=True) @ (F.normalize(txt, dim=-1) / txt.norm(dim=-1,
+         keepdim=True)).T, "you divided by the squared lengths ((x * x).sum(), without the square root).",
+         "The length is the square root: x.norm(dim=-1, keepdim=True)."),
     ]
+    if b_img == b_txt:
+        lengths = img.norm(dim=-1) * txt.norm(dim=-1)                          # (B,): |image k| |caption k|
+        candidates += [
+            (raw / lengths, "you divided column j by the lengths of image j and caption j (a (B,) vector of "
+             "lengths broadcast over the rows); entry (i, j) needs |image i| |caption j|.",
+             "Normalise each set first, or divide by the (B, B) outer product: "
+             "x.norm(dim=-1, keepdim=True) * y.norm(dim=-1)."),
+            (raw / lengths[:, None], "you divided row i by the lengths of image i and caption i; entry (i, j) "
+             "needs |image i| |caption j|.", "Normalise each set first, then take the matrix product."),
+        ]
     if b_img == b_txt == len(n_img):
         candidates += [
             (n_img @ n_img.T, "these are images against images: the matrix is symmetric with 1s on the diagonal.",
@@ -89,6 +105,12 @@ def check_similarity_matrix(answer, image_features: torch.Tensor, text_features:
         return wrong(f"your matrix is the cosine similarities times {k:.4g}: the right pattern, scaled.",
                      "If you divided by τ, these are the logits: this exercise stops at the cosines. Otherwise look "
                      "for an extra factor.")
+    raw_ratio = ans / raw.where(raw.abs() > 1e-3, torch.full_like(raw, float("nan")))
+    usable = raw_ratio[torch.isfinite(raw_ratio)]
+    if usable.numel() >= 2 and torch.allclose(usable, usable.mean().expand_as(usable), rtol=1e-3, atol=1e-9):
+        return wrong("these are the raw dot products divided by one number for the whole matrix, not by each "
+                     "pair's lengths (x.norm() without dim= is one length for the whole (B, D) matrix).",
+                     "Divide each row by its own length: x.norm(dim=-1, keepdim=True), or F.normalize(x, dim=-1).")
     row_ratio = ratio.nanmean(dim=1, keepdim=True)
     col_ratio = ratio.nanmean(dim=0, keepdim=True)
     if torch.isfinite(row_ratio).all() and _close(ans, expected * row_ratio):

@@ -43,6 +43,10 @@ def _combo_ids(answer) -> tuple[set[int] | None, str]:
     except TypeError:
         return None, f"expected a list of combination ids or names, got {type(answer).__name__}"
     names = {data.combo_name(i): i for i in range(data.NUM_COMBOS)}
+    if len(items) > 1 and all(not isinstance(i, str) and _is_zero(i) for i in items):
+        return None, (f"{len(items)} zeros: these look like the counts of the missing combinations "
+                      "(per_combo[per_combo == 0]), not their ids; keep where the count is zero: "
+                      "(per_combo == 0).nonzero().flatten().tolist()")
     ids = set()
     if len(items) == data.NUM_COMBOS and sorted(i for i in items if isinstance(i, int)) != list(range(data.NUM_COMBOS)):
         return None, (f"{data.NUM_COMBOS} numbers, one per combination: counts or a mask, not ids; keep the "
@@ -75,6 +79,14 @@ def _combo_ids(answer) -> tuple[set[int] | None, str]:
         else:
             return None, f"expected ids (int) or names (str), got {type(item).__name__} {item!r}"
     return ids, ""
+
+
+def _is_zero(item) -> bool:
+    """Is this item the number 0 (an int, a float, a 0-d tensor or a numpy number)?"""
+    try:
+        return float(item) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _names(ids) -> str:
@@ -186,6 +198,9 @@ def check_caption(answer, scene) -> Feedback:
     if sizes and sizes != [data.SIZES[z]]:
         return wrong(f"the size is wrong: the size index {z} is '{data.SIZES[z]}', you wrote "
                      f"'{', '.join(sizes)}'.", "Look it up in data.SIZES.")
+    if sizes and words.index(sizes[0]) > words.index(want["colour"]):
+        return wrong("ShapesWorld captions put the size before the colour ('a small red circle').",
+                     "Move the size word in front of the colour.")
     places = [w for w in words if w in _POSITION_WORDS]
     where = data.POSITIONS[p]
     if places and places != [where]:

@@ -13,6 +13,10 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
     """Is `answer` the (B,) index of the <eot> token in each row of `tokens` (B, L)?"""
     if answer is None:
         return not_attempted("a (B,) tensor with the position of <eot> in each row of tokens")
+    if (isinstance(answer, tuple) and len(answer) == 2 and all(isinstance(a, torch.Tensor) for a in answer)
+            and answer[0].shape == answer[1].shape == (len(tokens),)):
+        return wrong("that is a pair of tensors, (rows, positions), as torch.where or nonzero(as_tuple=True) "
+                     "give it.", "Keep the second: torch.where(tokens == eot_id)[1] (each row has one <eot>).")
     by_list = isinstance(answer, (list, tuple))                  # counted by eye, or by a Python loop
     if by_list or type(answer).__module__ == "numpy":
         try:
@@ -32,6 +36,17 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
                      "Drop it: .squeeze(), or argmax(dim=1) without keepdim.")
     if answer.dtype == torch.bool:
         return wrong("booleans, not positions.", "Positions are indices: (tokens == eot_id).int().argmax(dim=1).")
+    if answer.shape == (b, 2) and torch.equal(answer[:, 0].cpu().long(), torch.arange(b)):
+        return wrong(f"shape {tuple(answer.shape)}: the (row, position) pairs that nonzero() gives.",
+                     "Keep the positions, column 1: (tokens == eot_id).nonzero()[:, 1], or "
+                     "(tokens == eot_id).int().argmax(dim=1).")
+    if answer.ndim == 1 and len(answer) == length != b:
+        return wrong(f"wrong shape ({length},): one number per token position, not per caption: that reduced over "
+                     "the batch (dim=0).", "Reduce over the token dimension instead: dim=1.")
+    if answer.ndim == 1 and len(answer) != b:
+        return wrong(f"wrong shape ({len(answer)},): {len(answer)} positions, but tokens has {b} captions. Computed "
+                     "from another batch of tokens?", f"Use the ({b}, {length}) tokens this check is given (the "
+                     "exercise's own), one position per row.")
     if answer.shape != (b,):
         return wrong(f"wrong shape {tuple(answer.shape)}; expected ({b},), one position per caption.",
                      "Reduce over the token dimension (dim=1).")
@@ -58,8 +73,9 @@ def check_eot_positions(answer, tokens: torch.Tensor, eot_id: int = Tokenizer.eo
                      f"<eot> is {eot_id}. Compare with the id: (tokens == eot_id).int().argmax(dim=1).")
     first_pad = (tokens == pad_id).int().argmax(dim=1)
     if torch.equal(answer, first_pad):
-        return wrong("that is the first <pad> token, one place after <eot>.",
-                     "Look for the <eot> id itself, not the padding that follows it.")
+        return wrong("one place after <eot>: the position of the first <pad> token, which is also each caption's "
+                     "length in tokens (<sot> and <eot> included). Positions count from 0, so <eot> sits at "
+                     "length - 1.", "Look for the <eot> id itself: (tokens == eot_id).int().argmax(dim=1).")
     if torch.equal(answer, eot - 1):
         return wrong("off by one: these are the last words, one place before <eot>.",
                      "Counting words forgets that <sot> sits at position 0; find the <eot> id directly.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,16 @@ def _value(fn, img, txt, tau):
     return number(out) if not isinstance(out, torch.Tensor) or out.numel() == 1 else None
 
 
+def _foreign_matmul(err: Exception, n: int, dim: int) -> Feedback | None:
+    """A failed matrix product with a size that neither argument has: a tensor from outside the function."""
+    m = re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", str(err))
+    if m is None or {int(v) for v in m.groups()} <= {n, dim}:
+        return None
+    return wrong(f"your function raised {type(err).__name__}: {str(err).splitlines()[0]} — but the features it was "
+                 f"given are ({n}, {dim}): one side of that product is not one of its arguments.",
+                 "Use image_features and text_features inside the function, not the lesson's img, txt or sims.")
+
+
 def _returned(out, n: int) -> Feedback | None:
     """What is wrong with the type, shape or dtype of what the learner's function returned."""
     if not isinstance(out, torch.Tensor):
@@ -171,6 +182,15 @@ def _diagnose(fn, img, txt, tau, value: float, expected: float) -> Feedback:
                      "This usually means probabilities, logits or log-probabilities went into F.nll_loss "
                      "(which only picks -input[i, label_i]), or a minus sign is missing.",
                      "F.nll_loss wants log-probabilities (log_softmax); simplest: F.cross_entropy(logits, labels).")
+    # the features have no effect: the function reads tensors from outside it (the lesson's img, txt, sims)
+    img3, txt3 = _features(n, dim, seed=n + 50)
+    other_features = _value(fn, img3, txt3, tau)
+    if (other_features is not None and close(other_features, value)
+            and not close(clip_loss(img3, txt3, tau).item(), expected)):
+        return wrong(f"your loss does not change when both feature sets are replaced by others (the same {value:.4f}): "
+                     "it does not read its arguments image_features and text_features.",
+                     "Inside the function, compute the similarities from its arguments, not from the lesson's "
+                     "img, txt, sims or logits.")
     # τ has no effect
     other_tau = _value(fn, img, txt, tau * 2)
     if other_tau is not None and close(other_tau, value) and not close(clip_loss(img, txt, tau * 2).item(), expected):
@@ -244,8 +264,13 @@ def check_clip_loss(fn) -> Feedback:
         if err is not None:
             context = "calling " if k == 0 else f"it worked with B = {cases[0][0]}, but with B = {n} "
             feedback = explain_exception(err, context)
+            foreign = _foreign_matmul(err, n, dim)
+            if foreign is not None:
+                return foreign
             if k > 0 and ("size" in str(err) or "shape" in str(err) or "out of bounds" in str(err)):
-                feedback.hint = "Is the batch size written into your code? Use B = len(image_features). " + feedback.hint
+                feedback.hint = ("Is the batch size written into your code, or taken from outside the function (a B or "
+                                 "labels made for another batch)? Use B = len(image_features) inside it. "
+                                 + feedback.hint)
             return feedback
         if out is None:
             return not_attempted("the body of my_clip_loss (it still returns None)")
