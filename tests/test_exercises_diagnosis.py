@@ -569,3 +569,17 @@ def test_caption_right_and_not_attempted():
     stop = lesson02.check_caption("A small purple triangle at the top.", SCENE)     # a sentence's full stop
     assert stop.passed and "full stop" in str(stop)
     assert lesson02.check_caption("a picture of a purple triangle", SCENE).passed   # 'of', but one object
+
+
+@pytest.mark.parametrize("left, right, says, not_says", [
+    ((8, 32), (8, 32), "one side needs a transpose", "must be equal"),
+    ((8, 32), (16, 32), "(8, 32) with (16, 32): one side needs a transpose", "must be equal"),
+    ((8, 32), (4, 16), "the inner sizes 32 and 4 must be equal", "transpose"),   # was: "(B, D) with (B, D) ... transpose"
+])
+def test_a_matrix_product_error_is_read_from_its_shapes(left, right, says, not_says):
+    from clipcourse.exercises._symptoms import explain_exception
+    try:
+        torch.randn(*left) @ torch.randn(*right)
+    except RuntimeError as err:
+        feedback = explain_exception(err)
+    assert feedback.passed is False and says in feedback.message and not_says not in feedback.message, feedback.message

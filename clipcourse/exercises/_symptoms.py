@@ -7,6 +7,7 @@ the answer for symptoms (a negative loss, NaN, a loss that ignores the negatives
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -70,8 +71,7 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
                      "Never change the tensors you are given: write x = x / x.norm(dim=-1, keepdim=True) "
                      "instead of x /= ..., so autograd (and the caller) keep the originals.")
     if "mat1 and mat2 shapes cannot be multiplied" in low or "size mismatch" in low:
-        return wrong(f"{said} — a matrix product of (B, D) with (B, D): one side needs a transpose.",
-                     "image_features @ text_features.T is (B, D) @ (D, B) = (B, B).")
+        return _matmul_mismatch(said, re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", text))
     if any(phrase in low for phrase in ("expected scalar type long", "expected object of scalar type long",
                                         "for target with class probabilities")):
         return wrong(f"{said} — the labels have the wrong dtype.",
@@ -106,3 +106,17 @@ def gradient_differs(grads, ref_grads, features) -> Feedback | None:
     return wrong("the value is right, but the gradient is not: part of the computation is cut off from "
                  "autograd (.detach(), .data or a tensor rebuilt from numbers).",
                  "Build the whole loss from the input tensors with torch operations.")
+
+
+def _matmul_mismatch(said: str, shapes) -> Feedback:
+    """A matrix product whose inner sizes differ: a missing transpose only when both sides are (rows, D)."""
+    if shapes is None:
+        return wrong(f"{said} — a matrix product whose inner sizes differ.",
+                     "For (B, D) features: image_features @ text_features.T is (B, D) @ (D, B) = (B, B).")
+    a, b, c, d = (int(g) for g in shapes.groups())
+    if b == d:                                   # (a, D) @ (c, D): the second one needs a transpose
+        return wrong(f"{said} — a matrix product of ({a}, {b}) with ({c}, {d}): one side needs a transpose.",
+                     "image_features @ text_features.T is (B, D) @ (D, B) = (B, B).")
+    return wrong(f"{said} — a matrix product of ({a}, {b}) with ({c}, {d}): the inner sizes {b} and {c} must be "
+                 "equal.",
+                 "Check which tensors go into the product: features of one width D, the second transposed.")
