@@ -28,6 +28,9 @@ WRONG_LOSSES = {
     "labels 0/1": lambda i, t, tau, b: -F.logsigmoid(torch.eye(len(i)) * (i @ t.T / tau + b)).sum() / len(i),
     "averaged over all B²": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T / tau + b)).mean(),
     "without dividing by B": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * (i @ t.T / tau + b)).sum(),
+    # 1 - 2 * eye: the same value as flipped logits, so the message must name both
+    "labels|flipped labels": lambda i, t, tau, b: -F.logsigmoid(-_labels(i) * (i @ t.T / tau + b)).sum() / len(i),
+    "logits|flipped logits": lambda i, t, tau, b: -F.logsigmoid(_labels(i) * -(i @ t.T / tau + b)).sum() / len(i),
     "CLIP's softmax": lambda i, t, tau, b: (F.cross_entropy(i @ t.T / tau + b, torch.arange(len(i)))
                                              + F.cross_entropy((i @ t.T / tau + b).T, torch.arange(len(i)))) / 2,
     "hard-coded|batch of 9": lambda i, t, tau, b: -F.logsigmoid((2 * torch.eye(6) - 1)[:len(i), :len(i)]
@@ -70,3 +73,35 @@ def test_bias_start():
     for answer, said in cases.items():
         feedback = lesson09.check_bias_start(answer)
         assert feedback.passed is False and said in feedback.message, (answer, feedback.message)
+
+
+def _lesson09_cell(marker):
+    import json
+    from pathlib import Path
+
+    path = next((Path(__file__).resolve().parents[1] / "notebooks").glob("09_*.ipynb"))
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    [src] = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and marker in "".join(c["source"])]
+    return src
+
+
+@pytest.mark.parametrize("turns, below", [({8: 0.14, 32: 0.15, 128: 0.11}, []),
+                                          ({8: 0.14, 32: 0.15, 128: 0.04}, [128]),
+                                          ({8: 0.05, 32: 0.03, 128: 0.0}, [8, 32, 128])])
+def test_turn_count_reads_each_batch_against_the_noise_ceiling(turns, below, capsys):
+    # τ turning well below what pure noise gives means its steps kept their direction: a hint of signal, not
+    # "the count cannot tell noise from signal" (batch 128 has 16 steps: one turn less on another computer)
+    from clipcourse import exercises
+    exec(_lesson09_cell("math.acos(0.9)"), {"math": math, "exercises": exercises, "BATCHES": (8, 32, 128),
+                                            "PAIRS": 2048, "turns": turns})
+    lines = capsys.readouterr().out.splitlines()
+    said_below = [line for line in lines if "well below" in line]
+    said_near = [line for line in lines if "cannot tell" in line]
+    if below:
+        [line] = said_below
+        assert all(str(b) in line for b in below) and "cannot tell" not in line, lines
+    else:
+        assert not said_below, lines
+    near = [b for b in (8, 32, 128) if b not in below]
+    assert bool(said_near) == bool(near), lines
+    assert not said_near or all(str(b) in said_near[0] for b in near), lines

@@ -36,6 +36,9 @@ def check_prompt_ensemble(answer) -> Feedback:
     if err is not None:  # the learner's code: report, don't crash the lesson
         feedback = explain_exception(err)
         feedback.hint = "prompt_features has shape (C, K, D) = (classes, templates, features). " + feedback.hint
+        if "must match the size of tensor" in str(err):    # v / v.norm(dim=-1): (C, D) / (C,) lines up the wrong axes
+            feedback.hint += (" A norm over dim=-1 drops that dimension: divide by v.norm(dim=-1, keepdim=True), "
+                              "or use F.normalize(v, dim=-1).")
         return feedback
     if out is None:
         return wrong("your function returned None.", "End it with `return` and the (C, D) class embeddings.")

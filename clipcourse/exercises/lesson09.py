@@ -49,8 +49,9 @@ def _mistakes(img, txt, tau: float, bias: float):
         (-ls(labels * logits).mean(), "you averaged over all B² pairs; SigLIP sums them and divides by B.",
          "-F.logsigmoid(labels * logits).sum() / B."),
         (-ls(labels * logits).sum(), "you summed without dividing by B.", "Divide the sum by B (the batch size)."),
-        (total(-logits), "the sign of the logits is flipped: a higher similarity must mean a higher logit.",
-         "logits = +sims / temperature + bias."),
+        (total(-logits), "a sign is flipped, of the logits or of the labels (the same value): a higher similarity "
+         "must mean a higher logit, and the positives (the diagonal) are labelled +1.",
+         "logits = +sims / temperature + bias; labels = 2 * torch.eye(B) - 1."),
         (ls(labels * logits).sum() / n, "a negative loss: a minus sign is missing.",
          "loss = -logsigmoid(labels * logits).sum() / B."),
         ((F.cross_entropy(logits, torch.arange(n)) + F.cross_entropy(logits.T, torch.arange(n))) / 2,
