@@ -186,3 +186,41 @@ def test_gradient_diagnoses(answer, expect):
     fb = ex.check_gradient_weights(answer)
     assert fb.passed is False
     assert expect in str(fb), str(fb)
+
+
+# --- slips found in review: each got a wrong or misleading hint before -----------------------------
+
+P1 = torch.softmax(S_EX / 0.1, dim=-1)
+OFF = ~torch.eye(8, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("mistake,expect", [
+    # entropy in log10, then exp: a base mismatch, not "entropies, not exp(entropy)"
+    (lambda: (-(P1 * P1.log10()).sum(-1)).exp(), "don't mix"),
+    # "effective number of negatives" read literally: the positive left out of the softmax
+    (lambda: ENT(torch.softmax((S_EX / 0.1).masked_fill(~OFF, -math.inf), -1)).exp(), "positive"),
+    # the positive's term left out of the entropy's sum
+    (lambda: (-(P1 * P1.log()) * OFF).sum(-1).exp(), "positive"),
+    # keepdim=True: the right numbers in shape (8, 1); summing over dim=-1 would be wrong advice
+    (lambda: ENT(P1).exp()[:, None], "reshape"),
+])
+def test_effective_negatives_review_slips(mistake, expect):
+    fb = ex.check_effective_negatives(mistake())
+    assert fb.passed is False
+    assert expect in str(fb), str(fb)
+    assert "sum over dim=-1" not in str(fb)
+
+
+@pytest.mark.parametrize("answer,expect", [
+    # autograd through sims[0:1]: the right numbers in shape (1, 8)
+    (((P0 - ONE) / 0.05)[None], "reshape"),
+    # the whole batch's (P - I) / τ: the exercise wants row 0, not row sums (which are all 0)
+    ((torch.softmax(S_EX / 0.05, -1) - torch.eye(8, dtype=torch.float64)) / 0.05, "row 0"),
+    # the derivative of -P_00 instead of -log P_00: the right pattern times P_00
+    (P0[0] * (P0 - ONE) / 0.05, "log"),
+])
+def test_gradient_review_slips(answer, expect):
+    fb = ex.check_gradient_weights(answer)
+    assert fb.passed is False
+    assert expect in str(fb), str(fb)
+    assert "sum over dim=-1" not in str(fb)

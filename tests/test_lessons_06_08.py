@@ -235,6 +235,16 @@ def test_lesson06_checker_diagnoses(diagnosis):
     assert diagnosis in feedback.message
 
 
+def test_lesson06_checker_sees_a_tau_rebuilt_as_a_float():
+    # τ rebuilt from logit_scale as a Python float: cut off from the gradient like tau.item(), and rounded
+    # a little differently, so the weights drift too; the diagnosis is τ, not a missing zero_grad
+    def step(model_, optimizer, images, tokens):
+        return _step(model_, optimizer, images, tokens, tau=lambda t: 1 / model_.logit_scale.exp().item())
+    feedback = lesson06.check_training_step(step)
+    assert feedback.passed is False
+    assert "τ does not learn" in feedback.message, str(feedback)
+
+
 @pytest.mark.parametrize("answer, expected", [
     (None, None), (math.exp(-3), True), (torch.tensor(math.exp(-3)), True),
     (3.0, "raw logit_scale"), (math.exp(3), "multiplier"), (1 / 3, "1/logit_scale"),
@@ -280,6 +290,12 @@ def test_lesson08_checker(answer, expected):
         assert feedback.passed is expected
     else:
         assert feedback.passed is False and expected in feedback.message
+
+
+def test_lesson08_checker_names_a_norm_without_keepdim():
+    # (C, D) / (C,) broadcasts against the wrong axis: torch's "must match the size" alone does not say why
+    feedback = lesson08.check_prompt_ensemble(lambda x: x.mean(dim=1) / x.mean(dim=1).norm(dim=-1))
+    assert feedback.passed is False and "keepdim=True" in feedback.hint, feedback.hint
 
 
 # --- the figures lessons 06-08 added to plots.py --------------------------------------------------

@@ -27,7 +27,9 @@ def exercise_similarities() -> torch.Tensor:
     return img @ txt.T
 
 
-def _as_tensor(answer, shape: tuple[int, ...], what: str) -> tuple[torch.Tensor | None, Feedback | None]:
+def _as_tensor(answer, shape: tuple[int, ...], what: str,
+               matrix_hint: str = "You have a whole matrix; reduce each row to one number (sum over dim=-1)."
+               ) -> tuple[torch.Tensor | None, Feedback | None]:
     if not isinstance(answer, torch.Tensor):
         try:
             answer = torch.as_tensor(answer, dtype=torch.float64)
@@ -37,10 +39,13 @@ def _as_tensor(answer, shape: tuple[int, ...], what: str) -> tuple[torch.Tensor 
     answer = answer.detach().to(torch.float64).cpu()
     if tuple(answer.shape) != shape:
         hint = f"One number per row of the {BATCH} x {BATCH} batch (or per caption of row {ROW}): shape {shape}."
-        if answer.numel() == 1:
+        if answer.numel() == math.prod(shape):         # e.g. keepdim=True, or autograd through sims[0:1]
+            hint = (f"The right count of numbers in another shape (keepdim=True, or a row kept as a matrix): "
+                    f"answer.reshape({', '.join(map(str, shape))}).")
+        elif answer.numel() == 1:
             hint = "One number for the whole batch? Keep one value per row: reduce over dim=-1 only."
         elif answer.ndim == 2 and len(shape) == 1:
-            hint = "You have a whole matrix; reduce each row to one number (sum over dim=-1)."
+            hint = matrix_hint
         return None, wrong(f"{what} should have shape {shape}, got {tuple(answer.shape)}.", hint)
     if not torch.isfinite(answer).all():
         return None, wrong(f"{what} contains NaN or infinity.",
@@ -82,9 +87,10 @@ def check_effective_negatives(answer) -> Feedback:
     if _close(a, torch.exp(-h)) or _close(a, 1 / want):
         return wrong("the sign of the entropy is flipped: your numbers are below 1.",
                      "H = -Σ p log p is positive; exp(H) is between 1 and the batch size.")
-    if _close(a, torch.exp2(h)) or _close(a, torch.exp(h / math.log(2))):
-        return wrong("the logarithm and the exponential don't match: nats with 2**H, or bits (log2) with exp.",
-                     "Use exp(H) with H in nats (natural log), or 2**H with H in bits (log2); don't mix them.")
+    if any(_close(a, base ** h) or _close(a, torch.exp(h / math.log(base))) for base in (2, 10)):
+        return wrong("the logarithm and the exponential don't match: nats with 2**H, or bits (log2) or log10 "
+                     "with exp.", "Use exp(H) with H in nats (natural log), or 2**H with H in bits (log2); "
+                     "don't mix them.")
     if _close(a, _entropy(torch.softmax(s, dim=-1)).exp()):
         return wrong("you took the softmax of the raw similarities: τ is missing.",
                      f"Divide the similarities by τ = {TAU_EFFECTIVE} before the softmax.")
@@ -97,6 +103,12 @@ def check_effective_negatives(answer) -> Feedback:
     if _close(a, want - 1):
         return wrong("exp(H) - 1: you took the positive away. The lesson's effective number counts every caption "
                      "the row's probability spreads over, the positive included.", "answer = H.exp(), no '- 1'.")
+    off = ~torch.eye(BATCH, dtype=torch.bool)
+    p_neg = torch.softmax((s / TAU_EFFECTIVE).masked_fill(~off, -math.inf), dim=-1)   # the negatives alone
+    if _close(a, _entropy(p_neg).exp()) or _close(a, (-torch.special.xlogy(p, p) * off).sum(dim=-1).exp()):
+        return wrong("you left the positive out of the row. The lesson's effective number counts every caption "
+                     "the row's probability spreads over, the positive included (so it is never below 1).",
+                     "Take the softmax and the entropy over the whole row, diagonal included: answer = H.exp().")
     if _close(a, 1 / (p ** 2).sum(dim=-1)):
         return wrong("that is 1 / Σ p², another 'effective number' (the inverse participation ratio); this "
                      "exercise uses exp(entropy).", "H = -(p * p.log()).sum(-1); answer = H.exp().")
@@ -140,7 +152,8 @@ def check_gradient_weights(answer) -> Feedback:
     """Exercise 2: the gradient of row 0's loss -log P_00 with respect to s_00 .. s_07, at τ = 0.05."""
     if answer is None:
         return not_attempted("a tensor of 8 numbers: ∂(-log P_00)/∂s_0j for j = 0..7")
-    a, problem = _as_tensor(answer, (BATCH,), "Your answer")
+    a, problem = _as_tensor(answer, (BATCH,), "Your answer",
+                            matrix_hint=f"You have a whole matrix; the exercise asks for row {ROW} only: sims[{ROW}].")
     if problem is not None:
         return problem
     s = exercise_similarities()
@@ -194,7 +207,9 @@ def check_gradient_weights(answer) -> Feedback:
                 (1 / TAU_GRADIENT, "divided by τ twice (by τ²).", "One factor 1/τ from the chain rule, no more."),
                 (1 / BATCH, f"divided by B = {BATCH}: that is the share of a batch-averaged loss, not row 0's own "
                             "loss.", "ℓ = -log P_00, no averaging."),
-                (0.5, "half the gradient: the two directions' average, or a stray / 2.", "ℓ = -log P_00 alone.")):
+                (0.5, "half the gradient: the two directions' average, or a stray / 2.", "ℓ = -log P_00 alone."),
+                (p[ROW].item(), "times P_00: that is the gradient of -P_00, not of -log P_00.",
+                 "Differentiate ℓ = -log P_00: the log divides P_00's gradient by P_00.")):
             if math.isclose(ratio, k, rel_tol=1e-3):
                 return wrong(f"the right pattern, {message}", hint)
         return wrong(f"the right pattern times {ratio:.4g}: an extra constant factor.",

@@ -54,9 +54,9 @@ def learned_tau_direction(prediction, start: float, end: float, travel: float) -
                      f"the gradient on log(1/τ) keeps asking for a lower τ. " if outcome == "lower" else
                      f"while the features cannot yet tell the pairs apart, a softer softmax lowers the training "
                      f"loss, so the gradient asked for a higher τ; a model that learns well turns that around. ")
-                    + f"How far τ gets is capped by Adam: "
-                    f"about the learning rate per step, Σ lr = {travel:.2f} in log τ here, i.e. at most a factor "
-                    f"{math.exp(travel):.2g} (lesson 07).")
+                    + f"How far τ gets is limited by Adam: about the learning rate per step while the gradient "
+                    f"keeps its sign, Σ lr = {travel:.2f} in log τ here, i.e. roughly a factor "
+                    f"{math.exp(travel):.2g} (not a strict cap; lesson 07).")
 
 
 def best_fixed_tau(prediction, taus, best: float, accuracies) -> Feedback:
