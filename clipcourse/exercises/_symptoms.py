@@ -71,7 +71,7 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
                      "Never change the tensors you are given: write x = x / x.norm(dim=-1, keepdim=True) "
                      "instead of x /= ..., so autograd (and the caller) keep the originals.")
     if "mat1 and mat2 shapes cannot be multiplied" in low or "size mismatch" in low:
-        return _matmul_mismatch(said, re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", text))
+        return _matmul_mismatch(said, matmul_shapes(err))
     if any(phrase in low for phrase in ("expected scalar type long", "expected object of scalar type long",
                                         "for target with class probabilities")):
         return wrong(f"{said} — the labels have the wrong dtype.",
@@ -108,12 +108,18 @@ def gradient_differs(grads, ref_grads, features) -> Feedback | None:
                  "Build the whole loss from the input tensors with torch operations.")
 
 
-def _matmul_mismatch(said: str, shapes) -> Feedback:
+def matmul_shapes(err: Exception) -> tuple[int, int, int, int] | None:
+    """(a, b, c, d) from torch's "mat1 and mat2 shapes cannot be multiplied (axb and cxd)", else None."""
+    m = re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", str(err))
+    return None if m is None else tuple(int(g) for g in m.groups())
+
+
+def _matmul_mismatch(said: str, shapes: tuple[int, int, int, int] | None) -> Feedback:
     """A matrix product whose inner sizes differ: a missing transpose only when both sides are (rows, D)."""
     if shapes is None:
         return wrong(f"{said} — a matrix product whose inner sizes differ.",
                      "For (B, D) features: image_features @ text_features.T is (B, D) @ (D, B) = (B, B).")
-    a, b, c, d = (int(g) for g in shapes.groups())
+    a, b, c, d = shapes
     if b == d:                                   # (a, D) @ (c, D): the second one needs a transpose
         return wrong(f"{said} — a matrix product of ({a}, {b}) with ({c}, {d}): one side needs a transpose.",
                      "image_features @ text_features.T is (B, D) @ (D, B) = (B, B).")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 
 from ..loss import clip_loss
 from . import Feedback, check_function, correct, not_attempted, wrong
-from ._symptoms import call, close, explain_exception, gradient_differs, not_finite, number
+from ._symptoms import call, close, explain_exception, gradient_differs, matmul_shapes, not_finite, number
 
 
 def _features(batch: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,8 +108,8 @@ def _value(fn, img, txt, tau):
 
 def _foreign_matmul(err: Exception, n: int, dim: int) -> Feedback | None:
     """A failed matrix product with a size that neither argument has: a tensor from outside the function."""
-    m = re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", str(err))
-    if m is None or {int(v) for v in m.groups()} <= {n, dim}:
+    shapes = matmul_shapes(err)
+    if shapes is None or set(shapes) <= {n, dim}:
         return None
     return wrong(f"your function raised {type(err).__name__}: {str(err).splitlines()[0]} — but the features it was "
                  f"given are ({n}, {dim}): one side of that product is not one of its arguments.",
