@@ -182,8 +182,8 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> float:
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 
-def _class_pair_sums(x: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[float, float, float, float]:
-    """Σ of f_i · f_j and the number of ordered pairs i != j, within one class and across classes."""
+def _check_labelled(x, labels, what: str) -> None:
+    """A TypeError or ValueError naming `what` unless x is floating (N, D) and labels are (N,) integer class ids."""
     if not isinstance(x, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(f"{what} takes tensors (features, labels), got {type(x).__name__} and {type(labels).__name__}")
     if x.dim() != 2 or labels.shape != (len(x),):
@@ -193,6 +193,11 @@ def _class_pair_sums(x: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[
         raise TypeError(f"{what}: labels must be integer class ids, got dtype {labels.dtype}")
     if not x.is_floating_point():
         raise TypeError(f"{what}: features must be floating point, got dtype {x.dtype}")
+
+
+def _class_pair_sums(x: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[float, float, float, float]:
+    """Σ of f_i · f_j and the number of ordered pairs i != j, within one class and across classes."""
+    _check_labelled(x, labels, what)
     if not bool((torch.isfinite(x).all(dim=1) & (x != 0).any(dim=1)).all()):   # F.normalize makes 0 of a zero row
         raise ValueError(f"{what}: features hold NaN, infinity or an all-zero row (no direction): check the model")
     x = F.normalize(x.detach().to("cpu", torch.float64), dim=-1)     # (N, D) unit vectors, exact sums
@@ -230,16 +235,11 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, fit_fraction: flo
 
     It asks what the features hold, whether or not a caption can reach it: chance is 1 / (number of classes).
     """
-    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError(f"linear_probe takes tensors (features, labels), got {type(features).__name__} and "
-                        f"{type(labels).__name__}")
-    if features.dim() != 2 or labels.shape != (len(features),):
-        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)} and "
-                         f"{tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool or labels.min() < 0:
-        raise TypeError(f"labels must be integer class ids >= 0, got dtype {labels.dtype}")
-    if not features.is_floating_point() or not bool(torch.isfinite(features).all()):
-        raise ValueError(f"features must be finite floating-point numbers, got dtype {features.dtype}")
+    _check_labelled(features, labels, "linear_probe")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"linear_probe: labels must be class ids >= 0, got {int(labels.min())}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("linear_probe: features must be finite (they hold NaN or infinity): check the model")
     n_fit = int(len(labels) * fit_fraction)
     if not 0 < n_fit < len(labels):
         raise ValueError(f"fit_fraction must leave rows to fit and rows to score, got {fit_fraction} of {len(labels)}")
