@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+import re
+from collections import Counter
 
 import torch
 
@@ -132,11 +134,101 @@ def check_heldout_combos(answer) -> Feedback:
                  "Count how often each colour x shape pair appears in a large training set; keep the zeros.")
 
 
+def _the_object(scene) -> torch.Tensor:
+    """The scene's first object, [colour, shape, size, position, present]; a TypeError / ValueError naming `scene`."""
+    if not isinstance(scene, torch.Tensor):
+        try:
+            scene = torch.as_tensor(scene)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"scene must be a (2, 5) tensor of [colour, shape, size, position, present], "
+                            f"got {type(scene).__name__}") from None
+    if scene.is_floating_point() or scene.is_complex() or scene.dtype == torch.bool:
+        raise TypeError(f"scene must hold integer attributes, got dtype {scene.dtype}")
+    if tuple(scene.shape) not in ((2, 5), (5,)):
+        raise ValueError(f"scene must have shape (2, 5) (one row per object slot), got {tuple(scene.shape)}")
+    obj = (scene[0] if scene.ndim == 2 else scene).long()
+    for column, count in enumerate((len(data.COLOR_NAMES), len(data.SHAPES), len(data.SIZES), len(data.POSITIONS))):
+        if not 0 <= int(obj[column]) < count:
+            raise ValueError(f"scene[0, {column}] = {int(obj[column])} is out of range: column {column} takes "
+                             f"0 .. {count - 1} ([colour, shape, size, position, present])")
+    return obj
+
+
+def _tokens(template: str) -> list[str]:
+    """'a {size} {color} {shape}' -> ['a', '{size}', '{color}', '{shape}']."""
+    return re.findall(r"\{\w+\}|[a-z]+", template)
+
+
+def _as_template(words: list[str], slots: dict[str, str]) -> list[str]:
+    """The caption's words with the scene's words put back as slots, 'an' read as 'a' (checked on its own):
+    'a small red circle at the top' -> ['a', '{size}', '{color}', '{shape}', '{where}']."""
+    where = split_words(slots["where"])
+    out, i = [], 0
+    while i < len(words):
+        if words[i:i + len(where)] == where:
+            out.append("{where}")
+            i += len(where)
+            continue
+        slot = next((f"{{{k}}}" for k in ("color", "shape", "size") if slots[k] == words[i]), None)
+        out.append(slot or ("a" if words[i] == "an" else words[i]))
+        i += 1
+    return out
+
+
+def _edit_distance(a: list[str], b: list[str]) -> int:
+    """How many words to insert, delete or replace to turn a into b (Levenshtein, over words)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def _say(tokens) -> str:
+    """['a', '{size}'] -> "'a' and the size"."""
+    named = {"{color}": "the colour", "{shape}": "the shape", "{size}": "the size", "{where}": "the position"}
+    said = [named.get(t, f"'{t}'") for t in tokens]
+    return ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
+
+
+def _template_feedback(words: list[str], slots: dict[str, str]) -> Feedback:
+    """Every word is right, but no template writes them so: name the nearest template and what differs."""
+    mine = _as_template(words, slots)
+
+    def differences(template: str) -> tuple[list[str], list[str]]:       # (missing, extra) words and slots
+        want, have = Counter(_tokens(template)), Counter(mine)
+        return list((want - have).elements()), list((have - want).elements())
+
+    def distance(k: int) -> tuple[int, int, int]:        # fewest words to add or drop, then fewest edits, then simplest
+        missing, extra = differences(data.SINGLE_TEMPLATES[k])
+        return len(missing) + len(extra), _edit_distance(mine, _tokens(data.SINGLE_TEMPLATES[k])), k
+
+    k = min(range(len(data.SINGLE_TEMPLATES)), key=distance)
+    template = data.SINGLE_TEMPLATES[k]
+    missing, extra = differences(template)
+    hint = (f"Fill one template exactly: print(data.SINGLE_TEMPLATES) shows all {len(data.SINGLE_TEMPLATES)}; "
+            f"the nearest is data.SINGLE_TEMPLATES[{k}].")
+    if mine == _tokens(template):                        # the template's words and order: only 'a' / 'an' differ
+        return wrong("ShapesWorld writes 'an' before a vowel and 'a' before a consonant ('an orange ring', "
+                     "'a red ring').", "data.fix_articles makes that change for you.")
+    if not missing and not extra:
+        return wrong(f"the right words, but in an order no ShapesWorld template writes; the nearest template is "
+                     f"'{template}'.", hint)
+    if not extra:
+        return wrong(f"{_say(missing)} {'are' if len(missing) > 1 else 'is'} missing: the nearest ShapesWorld "
+                     f"template, '{template}', has {'them' if len(missing) > 1 else 'it'}.", hint)
+    if not missing:
+        return wrong(f"no ShapesWorld template writes {_say(extra)} there; the nearest is '{template}'.", hint)
+    return wrong(f"{_say(extra)} where the nearest ShapesWorld template, '{template}', has {_say(missing)}.", hint)
+
+
 _POSITION_WORDS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "centre": "centre"}
 
 
 def check_caption(answer, scene) -> Feedback:
-    """Does the caption describe this one-object scene (colour, shape, and size / position if given)?"""
+    """Does the caption describe this one-object scene, written as one of ShapesWorld's templates writes it?"""
+    obj = _the_object(scene)
     if answer is None:
         return not_attempted("a caption for the scene, such as 'a ... ...'")
     if isinstance(answer, (list, tuple)) and all(isinstance(w, str) for w in answer):
@@ -155,8 +247,6 @@ def check_caption(answer, scene) -> Feedback:
     if any(ch.isdigit() for ch in answer):
         return wrong("the caption contains digits: those are the scene's indices, not words.",
                      "Look each index up: data.COLOR_NAMES[colour], data.SHAPES[shape], data.SIZES[size].")
-    scene = torch.as_tensor(scene)
-    obj = scene[0] if scene.ndim == 2 else scene
     c, s, z, p = (int(v) for v in obj[:4])
     tok = Tokenizer.for_shapesworld()
     try:
@@ -206,6 +296,22 @@ def check_caption(answer, scene) -> Feedback:
     if places and places != [where]:
         return wrong(f"the position is wrong: position index {p} is '{data.WHERE[where]}', you wrote "
                      f"'{' '.join(places)}'.", "Look it up in data.POSITIONS, then data.WHERE.")
+    phrase = split_words(data.WHERE[where])               # ['at', 'the', 'top']
+    if places and words[-len(phrase):] != phrase:
+        end = words.index(where) + 1
+        start = end - 1
+        while start > 0 and words[start - 1] in ("at", "on", "in", "the"):
+            start -= 1                                    # what the learner wrote for the phrase: 'top', 'on the top'
+        if words[start:end] != phrase:
+            return wrong(f"ShapesWorld writes the position as data.WHERE says it, '{data.WHERE[where]}', not "
+                         f"'{' '.join(words[start:end])}'.", f"Copy the phrase: data.WHERE[data.POSITIONS[{p}]].")
+        return wrong(f"ShapesWorld captions end with the position: '... {data.WHERE[where]}'.",
+                     f"Move '{data.WHERE[where]}' to the end, after the shape.")
+    one = torch.zeros(1, 2, 5, dtype=torch.long)          # this object alone, as the data writes it
+    one[0, 0, :4], one[0, 0, data.PRESENT] = obj[:4], 1
+    if " ".join(words) not in data.true_captions(one)[0]:    # the caption of every one-object template
+        slots = {"color": want["colour"], "shape": want["shape"], "size": data.SIZES[z], "where": data.WHERE[where]}
+        return _template_feedback(words, slots)
     extras = []
     if not sizes:
         extras.append(f"the size ('{data.SIZES[z]}')")
