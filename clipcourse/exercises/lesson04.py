@@ -36,6 +36,11 @@ def _mistakes(img: torch.Tensor, txt: torch.Tensor, tau: float):
          "logits = image_features @ text_features.T / temperature."),
         (both(sims * tau), "you multiplied by τ instead of dividing by it.",
          "Divide by τ: a small τ must make the logits large."),
+        (both(sims / math.exp(tau)), "you divided by exp(τ) instead of by τ: the exp turns a small τ into about 1.",
+         "Drop the exp: τ divides the similarities as it is."),
+        (both(sims * math.exp(tau)), "you multiplied by exp(τ), as CLIP's code multiplies by logit_scale.exp(); but "
+         "this function gets the temperature τ itself, not logit_scale = log(1/τ).",
+         "No exp here: divide the similarities by the temperature."),
         (ce(logits, labels), "only one direction: image→text. CLIP averages it with text→image.",
          "Add F.cross_entropy(logits.T, labels) and halve the sum."),
         (ce(logits.T, labels), "only one direction: text→image. CLIP averages it with image→text.",
@@ -173,6 +178,74 @@ def _proportional(fn, ratio: float, img2, txt2, tau2) -> Feedback | None:
                  f"or a τ used twice.")
 
 
+def _second_batch(fn):
+    """Another batch (another B, D and τ) and the learner's loss on it, to confirm a symptom seen on the first."""
+    img2, txt2 = _features(7, 10, 11)
+    return img2, txt2, 0.2, _value(fn, img2, txt2, 0.2)
+
+
+def _soft_target_loss(img, txt, tau, target: torch.Tensor) -> float:
+    """CLIP's loss with a (B, B) target distribution in each row instead of the one-hot diagonal."""
+    logits = img @ txt.T / tau
+    return -((target * logits.log_softmax(-1)).sum(-1).mean()
+             + (target * logits.T.log_softmax(-1)).sum(-1).mean()).item() / 2
+
+
+def _smoothed(fn, img, txt, tau, value: float, expected: float) -> Feedback | None:
+    """Label smoothing: the loss is (1 - ε)·CLIP's + ε·(the loss against a spread target), with the same ε on a
+    second batch; spread over the whole row (F.cross_entropy's label_smoothing) or over the negatives only."""
+    img2, txt2, tau2, other = _second_batch(fn)
+    if other is None:
+        return None
+    expected2 = clip_loss(img2, txt2, tau2).item()
+    for where, spread in (("the whole row", lambda n: torch.full((n, n), 1 / n)),
+                          ("the other captions", lambda n: (1 - torch.eye(n)) / (n - 1))):
+        spread_loss = _soft_target_loss(img, txt, tau, spread(len(img)))
+        spread_loss2 = _soft_target_loss(img2, txt2, tau2, spread(len(img2)))
+        if abs(spread_loss - expected) < 1e-6:
+            continue
+        eps = (value - expected) / (spread_loss - expected)                     # fitted on the first batch
+        # a tight tolerance: the two spreads, each with its own best ε, differ by ~1e-3 on the second batch
+        if 0 < eps < 1 and close(other, (1 - eps) * expected2 + eps * spread_loss2, 1e-5, 1e-6):
+            return wrong(f"your targets are not one-hot: this is CLIP's loss with label smoothing (ε ≈ {eps:.2g}), "
+                         f"1 - ε on the matching caption and ε spread over {where}. In CLIP the target of image i is "
+                         "caption i alone, with probability 1.",
+                         "Drop label_smoothing= (or the soft target matrix): the labels are the class indices "
+                         "torch.arange(B).")
+    return None
+
+
+def _pairwise_sigmoid(img, txt, tau) -> torch.Tensor:
+    """(B, B) binary cross-entropy of every pair on its own: a match on the diagonal, not a match elsewhere."""
+    logits = img @ txt.T / tau
+    return F.binary_cross_entropy_with_logits(logits, torch.eye(len(logits)), reduction="none")
+
+
+def _balanced(terms: torch.Tensor) -> torch.Tensor:
+    """The mean over the positives (the diagonal) plus the mean over the negatives."""
+    eye = torch.eye(len(terms), dtype=torch.bool)
+    return terms[eye].mean() + terms[~eye].mean()
+
+
+def _sigmoid_instead(fn, img, txt, tau, value: float) -> Feedback | None:
+    """Per-pair binary cross-entropies (BCE, SigLIP's loss without its bias) instead of a softmax over each row:
+    their mean, sum / B or sum (or positives and negatives averaged apart), times a constant, on two batches."""
+    img2, txt2, tau2, other = _second_batch(fn)
+    if other is None:
+        return None
+    for reduce in (torch.mean, _balanced):
+        first = reduce(_pairwise_sigmoid(img, txt, tau)).item()
+        second = reduce(_pairwise_sigmoid(img2, txt2, tau2)).item()
+        for power in (0, 1, 2):                                                 # mean, sum / B, sum
+            if value / first > 0 and close(other, value / first * second * (len(img2) / len(img)) ** power, 1e-4):
+                return wrong("your loss scores every image–caption pair on its own with a sigmoid (a binary "
+                             "cross-entropy: match or not?), as SigLIP does in lesson 09. CLIP's loss is a softmax "
+                             "over each row: the matching caption competes with all the others at once.",
+                             "Treat row i as one B-way choice whose answer is column i: F.cross_entropy on the "
+                             "logits with class-index labels, in both directions; no sigmoid, no binary_cross_entropy.")
+    return None
+
+
 def _diagnose(fn, img, txt, tau, value: float, expected: float) -> Feedback:
     """The value is wrong and no exact formula matched: probe the learner's function for symptoms."""
     n, dim = img.shape
@@ -242,6 +315,9 @@ def _diagnose(fn, img, txt, tau, value: float, expected: float) -> Feedback:
         img2, txt2 = _features(7, 10, 11)
         found = _proportional(fn, value / expected, img2, txt2, 0.2)
         if found is not None:
+            return found
+    for found in (_smoothed(fn, img, txt, tau, value, expected), _sigmoid_instead(fn, img, txt, tau, value)):
+        if found is not None:                          # (not `or`: a Feedback that says "wrong" is falsy)
             return found
     return wrong(f"with B = {n} and τ = {tau} your loss is {value:.4f}; CLIP's is {expected:.4f}.",
                  "logits = sims / τ; labels = arange(B); average the cross-entropies of logits and logits.T.")
