@@ -1,5 +1,6 @@
 """Measuring what a CLIP learned: zero-shot accuracy, retrieval recall@k, alignment and uniformity
-(lessons 06-08), a linear probe (lesson 11), and BatchNorm statistics refreshed for a model's current weights (lesson 06).
+(lessons 06-08), a linear probe (lesson 11), BatchNorm statistics refreshed for a model's current weights and the
+in-batch accuracy a batch's duplicate captions allow (lesson 06).
 
 Zero-shot classification turns each class into a caption ("a green triangle"), embeds the captions
 once, and labels each image with the class whose caption is most similar. On the held-out split no
@@ -162,6 +163,26 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
         for k in ks:
             out[f"{direction}_R@{k}"] = (rank < k).float().mean().item()
     return out
+
+
+def tied_accuracy(fits: torch.Tensor, direction: str = "image_to_text") -> float:
+    """In-batch accuracy when every fitting pair ties at the top and ties fall at random (lesson 06).
+
+    fits (B, B) bool: fits[i, j] when caption j fits picture i; the diagonal must hold. image_to_text, picture i
+    finds its own among its row's fitting captions: 1 / row count; text_to_image, caption j its own picture among
+    its column's: 1 / column count. With fits = "word for word the same caption" both ways give distinct captions / B,
+    a ceiling for any model: twins get one feature, so they tie in every row and pick one picture as columns.
+    """
+    if not isinstance(fits, torch.Tensor) or fits.dtype != torch.bool:
+        raise TypeError(f"fits must be a bool tensor (B, B), got {getattr(fits, 'dtype', type(fits).__name__)}")
+    if fits.ndim != 2 or fits.shape[0] != fits.shape[1] or len(fits) == 0:
+        raise ValueError(f"fits must be square (B, B) with B >= 1, got shape {tuple(fits.shape)}")
+    if not bool(fits.diagonal().all()):
+        raise ValueError("fits must hold on its diagonal: every caption fits its own picture")
+    if direction not in ("image_to_text", "text_to_image"):
+        raise ValueError(f"direction must be 'image_to_text' or 'text_to_image', got {direction!r}")
+    counts = fits.sum(dim=1 if direction == "image_to_text" else 0)          # (B,) pairs tied with the true one
+    return (1 / counts.double()).mean().item()
 
 
 def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> float:
