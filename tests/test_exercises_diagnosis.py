@@ -583,3 +583,26 @@ def test_a_matrix_product_error_is_read_from_its_shapes(left, right, says, not_s
     except RuntimeError as err:
         feedback = explain_exception(err)
     assert feedback.passed is False and says in feedback.message and not_says not in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("call", [lambda t: torch.exp(t), lambda t: torch.log(t), lambda t: t.exp()],
+                         ids=["torch.exp", "torch.log", "method"])
+def test_a_torch_function_on_the_float_temperature_is_explained(call):
+    """The checkers pass τ as a Python float; torch.exp(τ) raises TypeError, τ.exp() AttributeError."""
+    from clipcourse.exercises._symptoms import explain_exception
+    try:
+        call(0.07)
+    except (TypeError, AttributeError) as err:
+        feedback = explain_exception(err)
+    assert feedback.passed is False and "plain Python number" in feedback.message, feedback.message
+
+
+def test_lesson04_checker_explains_torch_exp_on_the_float_temperature():
+    from clipcourse.exercises import lesson04
+
+    def my_loss(image_features, text_features, temperature):
+        logits = image_features @ text_features.T * torch.exp(temperature)
+        labels = torch.arange(len(logits))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    feedback = lesson04.check_clip_loss(my_loss)
+    assert feedback.passed is False and "plain Python number" in feedback.message, feedback.message

@@ -84,6 +84,11 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
     if "numpy" in low and "requires grad" in low:
         return wrong(f"{said} — you left torch for numpy.",
                      "Stay in torch so gradients can flow: no .numpy(), no np.* on tensors.")
+    if re.search(r"must be tensor, not (float|int)", low) or re.search(r"'(float|int)' object has no attribute", low):
+        return wrong(f"{said} — a torch function got a plain Python number: the temperature (and any other "
+                     "number the checker passes) arrives as a float, not a tensor.",
+                     "Use plain arithmetic on it (sims / temperature), math.exp / math.log where you need them, "
+                     "or torch.as_tensor(temperature) first.")
     if isinstance(err, NameError):
         return wrong(f"{said} — a name is not defined.",
                      "Run the notebook's import cell first, and check the spelling of every variable.")
