@@ -606,3 +606,13 @@ def test_lesson04_checker_explains_torch_exp_on_the_float_temperature():
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
     feedback = lesson04.check_clip_loss(my_loss)
     assert feedback.passed is False and "plain Python number" in feedback.message, feedback.message
+
+
+def test_float_labels_are_explained():
+    """torch 2.14 words it "expected target dtype to be Long or Byte, but got Float"."""
+    from clipcourse.exercises._symptoms import explain_exception
+    try:
+        F.cross_entropy(torch.randn(4, 4), torch.arange(4).float())
+    except RuntimeError as err:
+        feedback = explain_exception(err)
+    assert feedback.passed is False and "wrong dtype" in feedback.message, feedback.message

@@ -73,7 +73,7 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
     if "mat1 and mat2 shapes cannot be multiplied" in low or "size mismatch" in low:
         return _matmul_mismatch(said, matmul_shapes(err))
     if any(phrase in low for phrase in ("expected scalar type long", "expected object of scalar type long",
-                                        "for target with class probabilities")):
+                                        "for target with class probabilities", "expected target dtype to be long")):
         return wrong(f"{said} — the labels have the wrong dtype.",
                      "Labels are class indices: torch.arange(B) (dtype long), not floats.")
     if "out of bounds" in low and "target" in low:
