@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +30,7 @@ def _mistakes(img, txt, neg, tau):
     full = img @ torch.cat([txt, neg]).T / tau                                 # (B, B + M)
     t2i = txt @ img.T / tau                                                    # (B, B)
     own = torch.stack([(img * txt).sum(-1), (img * neg[:n]).sum(-1)], dim=1) / tau if len(neg) == n else None
+    both = lambda per_image, per_text, **kw: (ce(per_image, labels, **kw) + ce(per_text, labels, **kw)) / 2
     out = [
         (clip_loss(img, txt, tau), "your loss ignores the hard negatives: it is plain clip_loss.",
          "Put the hard negatives in every image's row: logits (B, B + M) = image_features @ cat([text, negatives]).T / τ."),
@@ -49,12 +52,26 @@ def _mistakes(img, txt, neg, tau):
          "in text→image you gave each hard negative an image as its right answer: that pulls the wrong caption "
          "towards the picture instead of pushing it away.",
          "A hard negative describes no image, so it gets no row in text→image: use only the B true captions there."),
+        (both(full * tau ** 2, t2i * tau ** 2), "you multiplied by τ instead of dividing by it (τ is not CLIP's "
+         "logit_scale, which is 1 / τ).", "logits = similarities / temperature."),
+        (both(full, img @ txt.T / tau), "your text→image term is image→text again (rows are images): "
+         "logits_per_image[:, :B] without its transpose.",
+         "logits_per_text = logits_per_image[:, :B].T: one row per true caption, one column per image."),
+        (both(full, t2i, reduction="sum"), "you summed over the batch instead of averaging (B times the loss).",
+         "F.cross_entropy averages by default: drop reduction='sum'."),
+        (both(full.softmax(-1), t2i.softmax(-1)), "you applied a softmax before F.cross_entropy, which applies "
+         "log-softmax itself: the probabilities were squashed twice.", "Pass the logits (similarities / τ) straight "
+         "to F.cross_entropy."),
     ]
     if own is not None:
         out.append(((ce(own, torch.zeros(n, dtype=torch.long)) + ce(t2i, labels)) / 2,
                     "each image compares its caption with its own hard negative only, not with the other captions "
                     "of the batch.",
                     "Keep the whole row: the B captions and the M hard negatives, logits of shape (B, B + M)."))
+        out.append((both(torch.cat([img @ txt.T / tau, own[:, 1:]], dim=1), t2i),
+                    "each image's row holds the B captions and its own hard negative only (B + 1 columns); in NegCLIP "
+                    "the other pictures' hard negatives are negatives for it too.",
+                    "logits_per_image = image @ cat([text, negatives]).T / τ: every image against all B + M captions."))
     return out
 
 
@@ -85,14 +102,22 @@ def _returned(out) -> Feedback | None:
     return None
 
 
-def _explain(err: Exception, context: str) -> Feedback:
-    low = str(err).lower()
-    if "expected input batch_size" in low and "to match target batch_size" in low:
-        feedback = explain_exception(err, context)
-        return wrong(feedback.message + " — the logits and the labels have different numbers of rows. In text→image "
-                     "only the B true captions have a row (a hard negative matches no image).",
+def _explain(err: Exception, context: str, batch: int, negatives: int) -> Feedback:
+    """An error the learner's code raised; a wrong number of labels is traced to the direction it comes from."""
+    sizes = re.search(r"expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)", str(err).lower())
+    if sizes is None:
+        return explain_exception(err, context)
+    rows, count = (int(g) for g in sizes.groups())
+    said = explain_exception(err, context).message + " — the logits and the labels have different numbers of rows."
+    if negatives and rows == batch and count == batch + negatives:
+        return wrong(said + " Your labels have B + M entries, one per column; a label is one per row (image), and "
+                     "no label points at a hard negative.",
+                     "labels = torch.arange(B) in both directions; the hard negatives are extra columns only.")
+    if negatives and rows == batch + negatives and count == batch:
+        return wrong(said + " In text→image only the B true captions have a row (a hard negative matches no image).",
                      "logits_per_text = logits_per_image[:, :B].T, shape (B, B), with labels = torch.arange(B).")
-    return explain_exception(err, context)
+    return wrong(said + f" Both directions have B = {batch} rows (the images, then the true captions), whatever M is.",
+                 "labels = torch.arange(B) with B = len(image_features); logits (B, B + M) and (B, B).")
 
 
 def _diagnose(fn, img, txt, neg, tau, value: float, expected: float) -> Feedback:
@@ -104,7 +129,8 @@ def _diagnose(fn, img, txt, neg, tau, value: float, expected: float) -> Feedback
     if other is not None and close(other, value):
         return wrong(f"your loss does not change when τ changes (the same {value:.4f} at τ = {tau} and at {2 * tau}).",
                      "Divide the similarities by the temperature argument: logits = sims / temperature.")
-    moved = _value(fn, img, txt, F.normalize(neg.roll(1, dims=1), dim=-1), tau)
+    hardest = img[torch.arange(len(neg)) % len(img)]                   # (M, D) negatives as close as can be
+    moved = _value(fn, img, txt, hardest, tau)
     if moved is not None and close(moved, value):
         return wrong("your loss does not change when the hard negatives change: they play no part in it.",
                      "Concatenate them to the captions in the image→text logits: (B, B + M).")
@@ -136,7 +162,7 @@ def check_negclip_loss(fn) -> Feedback:
         out, err = call(fn, *leaves, tau_in)
         where = "" if k == 0 else f"it worked with B = {cases[0][0]} and M = {cases[0][1]}, but with B = {n} and M = {m} "
         if err is not None:
-            return _explain(err, "calling " if k == 0 else where)
+            return _explain(err, "calling " if k == 0 else where, n, m)
         if out is None:
             return not_attempted("the body of my_negclip_loss (it still returns None)")
         problem = _returned(out)
