@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Real
 
 import torch
 
@@ -26,6 +27,7 @@ from .loss import _check_unit, _check_whole
 
 NORM_TOLERANCE = 1e-3           # how far from 1 a row's length may be and still count as normalised
 TIE_TOLERANCE = 1e-6            # similarities this close count as equal (float32 features of one caption)
+MAX_PAIRS = 8192                # diagnose holds several (N, N) float64 matrices: 0.5 GB each at this N
 
 
 def _features(x, name: str) -> torch.Tensor:
@@ -34,7 +36,9 @@ def _features(x, name: str) -> torch.Tensor:
         try:
             import numpy as np
             if isinstance(x, np.ndarray):
-                x = torch.from_numpy(x)
+                if x.dtype.kind != "f":              # torch's own error for an object array names no argument
+                    raise TypeError(f"{name} must hold real floating-point numbers, got numpy dtype {x.dtype}")
+                x = torch.from_numpy(np.ascontiguousarray(x))   # a view such as x[::-1] has negative strides
         except ImportError:  # pragma: no cover - numpy comes with torch
             pass
     if not isinstance(x, torch.Tensor):
@@ -112,14 +116,22 @@ def shift_along(features, vector, amount: float) -> torch.Tensor:
     towards the texts: amount = -1 makes the centroids meet before the re-normalisation.
     """
     x = _unit(features, "features")
+    if not isinstance(vector, torch.Tensor) and hasattr(vector, "__array__"):   # numpy, as the features may be
+        try:
+            vector = torch.tensor(vector, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            pass                                                  # refused below, by name
     v = vector.detach().to("cpu", torch.float64) if isinstance(vector, torch.Tensor) else None
     if v is None or v.shape != (x.shape[1],):
         raise ValueError(f"vector must be a tensor of shape ({x.shape[1]},), one number per feature, got "
                          f"{tuple(v.shape) if v is not None else type(vector).__name__}")
     if not bool(torch.isfinite(v).all()):
         raise ValueError("vector holds NaN or infinity: every moved embedding would be NaN")
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+    if isinstance(amount, torch.Tensor) and amount.ndim == 0 and amount.is_floating_point():
+        amount = float(amount)                                    # a 0-d tensor
+    if isinstance(amount, bool) or not isinstance(amount, Real) or not math.isfinite(amount):
         raise TypeError(f"amount must be a finite number, got {amount!r}")
+    amount = float(amount)
     moved = x + amount * v                                        # (N, D)
     if (moved.norm(dim=1) < 1e-12).any():
         raise ValueError("amount moves an embedding onto the origin, where it has no direction: use a smaller amount")
@@ -178,6 +190,9 @@ class Diagnosis:
                     + (": the text features hardly differ (a collapsed text tower?)" if self.tied_at_top > self.n / 2
                        else "") if self.tied_at_top > 1 else ""),
                  f"  modality gap        {self.gap:.3f}"]
+        if self.tau > 1:        # CLIP clamps τ to [0.01, 1]: above 1 is most often logit_scale, or its exp, as τ
+            lines.append(f"  note: τ = {self.tau:.3g} is above 1. If your model stores logit_scale = log(1/τ), "
+                         f"pass tau = exp(-logit_scale), not logit_scale or logit_scale.exp()")
         if self.hardest:
             lines.append("  hardest negatives (image, caption: similarity vs the image's own caption):")
             lines += [f"    {h.image:>5}, {h.text:<5}  {h.similarity:+.3f} vs {h.positive:+.3f}  {h.verdict}".rstrip()
@@ -217,8 +232,9 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     Both (N, D), L2-normalised, finite (a TypeError or ValueError names the argument otherwise). Reports the
     loss-optimal τ (`temperature_maths.optimal_temperature`), the image→text rows' mean entropy and effective
     number of negatives at `tau`, how often each image's own caption is the most similar (ties count), the modality gap,
-    and the `k` hardest negatives. Costs a few hundred CLIP losses of an (N, N) matrix: fine for N in the
-    thousands, slow beyond (pass a sample).
+    and the `k` hardest negatives. These numbers describe a batch of N: pass a sample of about your training batch
+    size. Costs about 60 CLIP losses of an (N, N) matrix, time growing as N² (seconds for N = 1,000, minutes at
+    a few thousand); more than MAX_PAIRS pairs are refused, before they fill the memory.
     """
     tau = tm._check_tau(tau)                                             # a float > 0, or an error naming tau
     _check_whole("k (how many hardest negatives)", k, 0)
@@ -226,9 +242,15 @@ def diagnose(image_features, text_features, tau: float = 0.07, k: int = 5) -> Di
     if img.shape != txt.shape:
         raise ValueError(f"image_features and text_features must be pairs, row i with row i: their shapes differ "
                          f"({tuple(img.shape)} and {tuple(txt.shape)})")
+    if len(img) > MAX_PAIRS:
+        raise ValueError(f"image_features and text_features hold {len(img)} pairs, more than MAX_PAIRS = {MAX_PAIRS}: "
+                         f"each (N, N) matrix would take {len(img) ** 2 * 8 / 2 ** 30:.1f} GiB. Pass a random sample "
+                         "of about your training batch size (these numbers describe a batch of N)")
     sims = tm.similarities(img, txt)                                     # (N, N)
     h = tm.entropy(tm.probabilities(sims, tau))                          # (N,) one entropy per image
-    best_tau, best_loss = tm.optimal_temperature(img, txt)
+    # the CLIP loss is convex in 1/τ (log-sum-exps of linear functions, minus linear terms), so it has one valley in
+    # log τ: a grid of 4 points a decade brackets it as well as a fine one, and the search between them does the rest
+    best_tau, best_loss = tm.optimal_temperature(img, txt, grid=17)
     # own caption on top, ties included: an argmax would pick the first of two identical captions and count
     # every image of the second as a miss
     top = sims >= sims.max(dim=1, keepdim=True).values - TIE_TOLERANCE   # (N, N) the captions tied at each top

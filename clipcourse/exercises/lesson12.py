@@ -64,6 +64,15 @@ def _gap_mistakes(img: torch.Tensor, txt: torch.Tensor) -> list[tuple[float, str
          "The gap is a distance between two points, the centroids: (img.mean(0) - txt.mean(0)).norm()."),
         (float((ci - ct).abs().sum()), "that is the L1 distance (sum of absolute differences) between the centroids.",
          "Use the Euclidean length: .norm()."),
+        (float(ci.norm() - ct.norm()), "that is the difference of the two centroids' lengths, not the length of their "
+         "difference.", "Subtract first, then take one length: (img.mean(0) - txt.mean(0)).norm()."),
+        (float(img.mean() - txt.mean()), "you averaged every number of each set (.mean() without dim): one number per "
+         "set, not a centroid.", "The centroid is a point with D coordinates, the mean over rows: img.mean(dim=0)."),
+        (float(torch.cdist(img, txt).mean()), "that is the mean distance between every image and every caption, not "
+         "the distance between the two centroids.", "Average each set first, then take one distance: "
+         "(img.mean(0) - txt.mean(0)).norm()."),
+        (float((img * txt).sum(dim=1).mean()), "that is the mean cosine between each image and its own caption.",
+         "The gap is a distance between two points, the centroids: (img.mean(0) - txt.mean(0)).norm()."),
     ]
 
 
@@ -73,6 +82,13 @@ def check_modality_gap(answer) -> Feedback:
         return not_attempted("the distance between the image centroid and the text centroid (a number)")
     img, txt = exercise_features()
     gap = float((img.mean(dim=0) - txt.mean(dim=0)).norm())
+    if hasattr(answer, "distance") and hasattr(answer, "vector"):
+        return wrong("that is what diagnostics.modality_gap returns (a ModalityGap, not a number); this exercise asks "
+                     "you to compute the distance by hand.",
+                     "Average each set over its rows, then take the length of the difference: "
+                     "(ex_img.mean(dim=0) - ex_txt.mean(dim=0)).norm().item().")
+    if type(answer).__module__ == "numpy" and getattr(answer, "size", 1) > 1:
+        answer = torch.as_tensor(answer)                            # a numpy array: read it as the tensor it came from
     if isinstance(answer, torch.Tensor) and answer.numel() == DIM:
         vector = (img.mean(dim=0) - txt.mean(dim=0))
         if torch.allclose(answer.detach().double().flatten().abs(), vector.abs(), rtol=1e-3, atol=1e-6):
@@ -93,11 +109,11 @@ def check_modality_gap(answer) -> Feedback:
                      "(img.mean(0) - txt.mean(0)).norm() needs nothing but a mean and a length.")
     if _close(value, gap):
         return correct(f"the centroids are {gap:.3f} apart (two opposite points of the sphere would be 2 apart).")
+    for wrong_value, message, hint in _gap_mistakes(img, txt):
+        if _close(abs(value), abs(wrong_value)):                    # either order of the subtraction
+            return wrong(f"{value:.4g}: {message}", hint)
     if value < 0:
         return wrong(f"a distance cannot be negative, got {value:.4g}.", "(img.mean(0) - txt.mean(0)).norm().")
-    for wrong_value, message, hint in _gap_mistakes(img, txt):
-        if _close(value, wrong_value):
-            return wrong(f"{value:.4g}: {message}", hint)
     return wrong(f"{value:.4g} is not the distance between the centroids.",
                  "The centroid of a set is the mean of its rows; the gap is the length of the difference of the two.")
 
@@ -124,7 +140,7 @@ def _indices(out, n: int) -> tuple[torch.Tensor | None, Feedback | None]:
     if isinstance(out, torch.return_types.max):
         return None, wrong("your function returned the (values, indices) pair of .max().",
                            "Return the indices only: .max(dim=1).indices, or .argmax(dim=1).")
-    if isinstance(out, (list, tuple)):
+    if isinstance(out, (list, tuple)) or type(out).__module__ == "numpy":     # np.argmax(..., axis=1) too
         try:
             out = torch.tensor(out)
         except (TypeError, ValueError, RuntimeError):
@@ -160,7 +176,10 @@ def check_hardest_negative(answer) -> Feedback:
         out, err = call(answer, given)
         if err is not None:
             feedback = explain_exception(err, f"on a {n} x {n} similarity matrix, ")
-            if n != 6:                       # it ran on the 6 x 6 matrix: a size written into the code
+            if "only supports boolean masks" in str(err):
+                feedback.hint = ("torch.eye(B) holds floats (1.0 and 0.0); a mask must be boolean: "
+                                 "torch.eye(B, dtype=torch.bool), or torch.eye(B).bool().")
+            elif n != 6:                       # it ran on the 6 x 6 matrix: a size written into the code
                 feedback.hint = ("It worked on a 6 x 6 matrix but not on this one: is a batch size written into "
                                  "your code? Use len(sims) or sims.shape[0].")
             return feedback
@@ -196,6 +215,22 @@ def check_hardest_negative(answer) -> Feedback:
         if torch.equal(got, _masked(-sims).argmax(dim=1)) or torch.equal(got, sims.clone().fill_diagonal_(math.inf).argmin(dim=1)):
             return wrong("you picked the *least* similar negative (argmin): the easiest one, not the hardest.",
                          "The hardest negative has the largest similarity: argmax.")
+        if torch.equal(got, sims.argsort(dim=1, descending=True, stable=True)[:, 1]):
+            return wrong("you took each row's second-largest similarity (topk(2) or a sort): that assumes the positive "
+                         "is the largest, but in row 2 here a negative (+0.95) lies above the positive (+0.80), so the "
+                         "second-largest is the positive itself. Such negatives are the ones this lesson looks for.",
+                         "Exclude the diagonal whatever its value: fill it with -inf, then argmax(dim=1).")
+        off = ~torch.eye(n, dtype=torch.bool)
+        if torch.equal(got, sims[off].view(n, n - 1).argmax(dim=1)):
+            return wrong("you removed the diagonal (a (B, B - 1) matrix) and returned positions in the shorter rows: "
+                         "for a column to the right of the diagonal that position is one less than the column.",
+                         "Keep the columns where they are: fill the diagonal with -inf instead of removing it.")
+        if torch.equal(got, _masked(sims.abs()).argmax(dim=1)):
+            i = int((got != want).nonzero()[0])
+            return wrong(f"you ranked the negatives by the size of their similarity (abs): in row {i} you pick column "
+                         f"{int(got[i])} at {float(sims[i, got[i]]):+.2f}, a caption pointing away from the image, "
+                         f"over column {int(want[i])} at {float(sims[i, want[i]]):+.2f}.",
+                         "The hardest negative is the most similar one: the largest similarity, sign included.")
         if (got == rows).any():
             return wrong(f"your function returns the row's own caption in row(s) {rows[got == rows].tolist()}.",
                          "Exclude the diagonal before the argmax: fill it with -inf.")
@@ -207,5 +242,5 @@ def check_hardest_negative(answer) -> Feedback:
                      f"(similarity {float(sims[bad, want[bad]]):+.2f}), but your function says {int(got[bad])} "
                      f"({float(sims[bad, got[bad]]):+.2f}).",
                      "Mask the diagonal with -inf, then argmax(dim=1); nothing may depend on the matrix's size.")
-    return correct("the diagonal masked with -inf, then the argmax of each row: the positives can never win, "
-                   "even in a row where every similarity is below 0.")
+    return correct("for every row the most similar caption that is not its own: the positive never wins, even in a "
+                   "row whose negatives are all below 0, and a negative ranked above its positive (row 2) is found.")
