@@ -10,22 +10,28 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+import torch
+
 from . import Feedback, correct, not_attempted, wrong
 
 LOGGED_LOGIT_SCALE = 3.0   # the value in the exercise's training log
 
 
 def _number(answer):
-    try:
-        import torch
-
-        if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-            return float(answer)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    """The answer as a float if it is one number (a Python or numpy number, a one-element tensor or array)."""
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        return float(answer.detach())            # e.g. LearnableTemperature().temperature, which has a grad
+    if isinstance(answer, np.ndarray) and answer.size == 1 and answer.dtype.kind in "iuf":
+        return float(answer.reshape(()))
     if isinstance(answer, numbers.Real) and not isinstance(answer, bool):   # numpy's float32 and int64 too
         return float(answer)
     return None
+
+
+def _one_number_inside(answer) -> bool:
+    """A tuple or list holding one number: `answer = x,` (a trailing comma) or `[x]`."""
+    return isinstance(answer, (tuple, list)) and len(answer) == 1 and _number(answer[0]) is not None
 
 
 def _close(a: float, b: float) -> bool:
@@ -46,6 +52,9 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
         if isinstance(answer, str):
             return wrong(f"expected a number, got a string ({answer!r}).",
                          "Remove the quotes and compute it: answer = math.exp(-3.0).")
+        if _one_number_inside(answer):
+            return wrong(f"expected a number, got a {type(answer).__name__} holding one number.",
+                         "Take out the brackets, or the trailing comma that makes a tuple: answer = math.exp(-3.0).")
         return wrong(f"expected a number, got a {type(answer).__name__}.", "For example answer = math.exp(-3.0).")
     if not math.isfinite(value):
         return wrong(f"τ = {value} is not a finite number: an overflow (exp of a large number) or 0 / 0.",
@@ -98,12 +107,16 @@ def check_logit_scale_bounds(answer) -> Feedback:
         return not_attempted("a pair (low, high): the range the clamp keeps logit_scale in")
     if isinstance(answer, dict):
         return wrong("expected a pair (low, high), got a dict.", "For example answer = (0.0, 1.0).")
+    if isinstance(answer, str):
+        return wrong(f"expected a pair (low, high) of numbers, got a string ({answer!r}).",
+                     "Remove the quotes: answer = (low, high), two numbers Python computes.")
     try:
         values = list(answer)
     except TypeError:
         return wrong(f"expected a pair (low, high) of numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
     if len(values) != 2:
-        return wrong(f"expected a pair (low, high), got {len(values)} values.", "Two numbers: answer = (low, high).")
+        return wrong(f"expected a pair (low, high), got {len(values)} value{'' if len(values) == 1 else 's'}.",
+                     "Two numbers: answer = (low, high).")
     low, high = (_number(v) for v in values)
     if low is None or high is None:
         return wrong(f"expected two numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
@@ -127,6 +140,9 @@ def check_logit_scale_bounds(answer) -> Feedback:
     if _close(low, -hi) and _close(high, lo):
         return wrong("those are the bounds on log τ; CLIP stores log(1/τ) = -log τ.",
                      "Flip the sign of each bound (and the order).")
+    if _close(low, lo) and _close(high, -hi):
+        return wrong(f"({low:g}, {high:.4g}) are log τ at τ = 1 and at τ = 0.01; CLIP stores log(1/τ) = -log τ.",
+                     "Flip the sign of each bound: log(1/1) and log(1/0.01).")
     if _close(low, lo) and _close(high, math.log10(100)):
         return wrong("ln, not log10: PyTorch's log and exp are natural.", "math.log(100) ≈ 4.605.")
     if _close(low, lo) and _close(high, 100.0):
