@@ -32,6 +32,8 @@ FAILS = "does not hold at this scale"
 UNCLEAR = "unclear"
 MARGIN = 0.05           # accuracy differences below five percentage points count as noise
 MATCH = 0.03            # two runs whose training accuracies differ by at most this count as equally fitted (C5)
+# Student's t, one-sided 5 %, by degrees of freedom (a table of the t distribution; beyond 10, 10's, which is stricter)
+T_95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,9 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
     and batches, so the differences can be compared with their own scatter rather than with the seeds'
     spread (with three seeds, one sign in every seed alone happens by chance one time in four). They
     settle the in-between case: a start marked ? whose paired mean is below zero by more than `MARGIN`
-    and by more than two standard errors is clearly below after all (✗).
+    and by more than a one-sided t test at 5 % allows (`T_95`: 2.92 standard errors with three seeds, not the
+    normal 1.64 or a rule of thumb's 2, which with three seeds would pass one time in eleven by chance) is clearly
+    below after all (✗).
     """
     starts = summary.get("learnable_starts") or []
     if not starts:
@@ -305,7 +309,8 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
             if len(paired) > 1:
                 mean, se = statistics.fmean(paired), statistics.stdev(paired) / math.sqrt(len(paired))
                 part += f"; mean {100 * mean:+.1f}, standard error {100 * se:.1f}"
-                if acc_mark == "?" and mean < -MARGIN and mean + 2 * se < 0:   # paired: clearly below after all
+                t = T_95[min(len(paired) - 1, max(T_95))]                        # one-sided 5 %, n - 1 d.f.
+                if acc_mark == "?" and mean < -MARGIN and mean + t * se < 0:   # paired: clearly below after all
                     acc_mark = marks[-1] = "✗"
                     part = part.replace(f"accuracy {e['acc_mean']:.1%} ?", f"accuracy {e['acc_mean']:.1%} ✗ (paired)")
             part += ")"

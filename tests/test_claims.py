@@ -173,7 +173,10 @@ def test_c6_paired_differences_settle_a_start_the_seeds_spread_leaves_unclear():
     rows += [_row(0.07, k, a, learnable=True) for k, a in enumerate((0.86, 0.78, 0.77))]   # -7, -7, -6: se 0.3
     v = claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}, rows)
     assert v.answer == claims.FAILS and "accuracy 80.0% ✗ (paired)" in v.evidence
-    rows[-1] = _row(0.07, 2, 0.93, learnable=True)                                    # -7, -7, +10: se 5.7
+    rows[3:] = [_row(0.07, k, a, learnable=True) for k, a in enumerate((0.84, 0.77, 0.82))]  # -9, -8, -1: se 2.5
+    v = claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}, rows)     # t = -2.4: beyond 2, not 2.92
+    assert v.answer == claims.UNCLEAR and "✗" not in v.evidence, v.evidence
+    rows[-1] = _row(0.07, 2, 0.93, learnable=True)                                    # -9, -8, +10: se 6.2
     v = claims.c6_learnable({"sweep": sweep, "learnable_starts": starts}, rows)
     assert v.answer == claims.UNCLEAR and "✗" not in v.evidence
 
@@ -259,3 +262,12 @@ def test_left_out_pick_never_beats_the_in_sample_best_on_its_seed(table):
         tied = [taus[i] for i, total in enumerate(without) if total == max(without)]
         assert pick["tau"] in tied, (pick, tied)
         assert pick["heldout_acc"] == table[taus.index(pick["tau"])][pick["seed"]] / 100
+
+
+def test_t_table_is_students():
+    """T_95 against Student's t quantiles computed from the distribution itself (torch's StudentT, sampled)."""
+    import torch
+    torch.manual_seed(0)
+    for dof, t in claims.T_95.items():
+        draws = torch.distributions.StudentT(float(dof)).sample((400_000,))
+        assert abs((draws > t).float().mean().item() - 0.05) < 0.002, (dof, t)
