@@ -39,6 +39,13 @@ def _mistakes(img, txt, tau: float, bias: float):
         (total(sims * tau + bias), "you multiplied by τ; divide by it (t = 1/τ multiplies).",
          "logits = sims / temperature + bias."),
         (total(sims + bias), "you forgot to divide the similarities by τ.", "logits = sims / temperature + bias."),
+        (total((sims + bias) / tau), "the bias is divided by τ too: only the similarities are scaled, b is added after.",
+         "logits = sims / temperature + bias, not (sims + bias) / temperature."),
+        (total(sims * math.exp(tau) + bias), "you scaled by exp(temperature): the function receives τ itself, not "
+         "t' = log t, and t = 1/τ.", "logits = sims / temperature + bias."),
+        (-ls(labels * sims / tau + bias).sum() / n, "the bias is added after multiplying by the labels; it is part of "
+         "the logit: label · (s / τ + b).",
+         "-F.logsigmoid(labels * (sims / temperature + bias)): mind the brackets."),
         (total(logits, torch.ones(n, n)), "every pair is labelled +1: the negatives must be labelled -1.",
          "labels = 2 * torch.eye(B) - 1: +1 on the diagonal, -1 elsewhere."),
         (-ls(logits.diagonal()).sum() / n, "only the positives (the diagonal) count: the negatives are ignored.",
@@ -46,9 +53,26 @@ def _mistakes(img, txt, tau: float, bias: float):
         (total(logits, eye), "labels 0/1 inside -log σ(label · logit): every negative then costs log 2 whatever "
          "its logit, so nothing pushes the negatives down.",
          "labels = 2 * torch.eye(B) - 1: +1 on the diagonal, -1 elsewhere."),
+        (total(logits, eye - 1), "the positives are labelled 0 (torch.eye(B) - 1): each then costs log 2 whatever "
+         "its logit, so nothing pulls the matching pairs together.",
+         "labels = 2 * torch.eye(B) - 1: +1 on the diagonal, -1 elsewhere."),
+        (F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / n,
+         "binary_cross_entropy_with_logits wants targets 0 and 1, not -1 and +1: with -1 its loss can go negative.",
+         "F.binary_cross_entropy_with_logits(logits, torch.eye(B), reduction='sum') / B, or -F.logsigmoid(labels * "
+         "logits).sum() / B with the ±1 labels."),
+        (F.binary_cross_entropy_with_logits(logits, labels),
+         "binary_cross_entropy_with_logits wants targets 0 and 1, not -1 and +1; and its default averages over all "
+         "B² pairs, where SigLIP sums them and divides by B.",
+         "F.binary_cross_entropy_with_logits(logits, torch.eye(B), reduction='sum') / B."),
         (-ls(labels * logits).mean(), "you averaged over all B² pairs; SigLIP sums them and divides by B.",
-         "-F.logsigmoid(labels * logits).sum() / B."),
+         "-F.logsigmoid(labels * logits).sum() / B (with binary_cross_entropy_with_logits: reduction='sum', then / B)."),
         (-ls(labels * logits).sum(), "you summed without dividing by B.", "Divide the sum by B (the batch size)."),
+        (-ls(labels * logits).sum() / img.shape[1], f"you divided by the feature size D = {img.shape[1]}, not by the "
+         f"batch size B = {n}.", "B = len(image_features): the number of rows, not the number of columns."),
+        (total(logits) / 2, "half of SigLIP's loss: it has no two directions to average as CLIP does; the B × B "
+         "pairs already ask every question once.", "-F.logsigmoid(labels * logits).sum() / B, with no / 2."),
+        (2 * total(logits), "twice SigLIP's loss: every pair counted twice (image→text plus text→image?); the B × B "
+         "pairs already ask every question once.", "-F.logsigmoid(labels * logits).sum() / B, once."),
         (total(-logits), "a sign is flipped, of the logits or of the labels (the same value): a higher similarity "
          "must mean a higher logit, and the positives (the diagonal) are labelled +1.",
          "logits = +sims / temperature + bias; labels = 2 * torch.eye(B) - 1."),
@@ -155,11 +179,21 @@ def check_bias_start(answer) -> Feedback:
                      "b = log(p / (1 - p)) with p = 1/32.")
     if near(p) or near(1 - p):
         return wrong(f"{value:.4f} is a probability; the bias is a logit.", "Take the log-odds: log(p / (1 - p)).")
+    if near(p / (1 - p)):
+        return wrong(f"{value:.4f} = 1/{BATCH - 1} is the odds p / (1 - p); the bias is their log, the log-odds.",
+                     "b = math.log(p / (1 - p)).")
+    pairs = BATCH * BATCH
+    if near(math.log(1 / (pairs - 1))) or near(math.log(1 / pairs)):
+        return wrong(f"{value:.4f} counts one positive among the B² = {pairs:,} pairs; a batch of {BATCH} holds {BATCH} "
+                     f"positives (its diagonal), one pair in {BATCH}.", f"p = {BATCH} / {pairs:,} = 1/{BATCH}.")
     if near(-10.0):
         return wrong("-10 is the paper's start, made for batches of tens of thousands; this batch has 32 pairs.",
                      "σ(b) = 1/32: b = log(p / (1 - p)).")
     if near(math.log10(p / (1 - p))) or near(math.log10(p)):
         return wrong(f"{value:.4f} uses log10; σ uses the natural exponential.", "Use math.log.")
+    if abs(value - want) < 0.05:
+        return wrong(f"close, but {value:.4g} is rounded: b = log(1/{BATCH - 1}) = {want:.4f}.",
+                     "Compute it (math.log) rather than typing a rounded number.")
     sigma = 0.0 if value < -700 else 1 / (1 + math.exp(-value))
     return wrong(f"σ({value:.4g}) = {sigma:.4g}, not 1/{BATCH} = {p:.4g}.",
                  "σ(b) = p gives b = log(p / (1 - p)).")
