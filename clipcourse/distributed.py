@@ -66,7 +66,8 @@ class _AllGatherWithGrad(torch.autograd.Function):
         # grad: (W·B, D), how *this* process's loss depends on every gathered row. Every process's
         # loss used my rows, so my rows' gradient is the sum over processes: all_reduce it, keep mine.
         # (A reduce-scatter would move less data; all_reduce is the simplest collective every backend has.)
-        grad = grad.contiguous()
+        # A copy: all_reduce works in place, and autograd may share `grad` with a hook or another input.
+        grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad)                              # (W·B, D) summed over the processes
         return grad.chunk(ctx.world_size)[ctx.rank]        # (B, D), the rows this process made
 
@@ -94,14 +95,19 @@ def local_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     the W processes equals `clip_loss` of the whole gathered batch.
     """
     _check_features(image_features, text_features)
-    _check_features(all_image_features, all_text_features)
+    _check_features(all_image_features, all_text_features, ("all_image_features", "all_text_features"))
     _check_scalar("temperature", temperature, positive=True)
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    if all_image_features.shape[1] != image_features.shape[1]:
+        raise ValueError(f"all_image_features and image_features need the same feature size, got "
+                         f"{tuple(all_image_features.shape)} and {tuple(image_features.shape)}")
     b, total = len(image_features), len(all_image_features)
-    if total % b or not 0 <= rank < total // b:
-        raise ValueError(f"rank must be in [0, {total // b}) and the gathered batch ({total}) a multiple of "
-                         f"the local one ({b}); got rank {rank}")
+    if total % b:
+        raise ValueError(f"all_image_features ({total} rows) must be a multiple of the local batch ({b}): "
+                         "W processes of B pairs each")
+    if not 0 <= rank < total // b:
+        raise ValueError(f"rank must be in [0, {total // b}) for {total // b} processes of {b} pairs, got {rank}")
     logits_per_image = _logits(image_features, all_text_features, temperature)  # (B, W·B)
     logits_per_text = _logits(text_features, all_image_features, temperature)   # (B, W·B)
     labels = rank * b + torch.arange(b, device=logits_per_image.device)        # where my pairs sit

@@ -4,17 +4,19 @@
 setting (2 processes x 128 pairs, features gathered, 4 steps of plain gradient accumulation).
 `check_local_loss(fn)`: the learner's `fn(image_features, text_features, all_image_features,
 all_text_features, temperature, rank)`, run for every rank of simulated processes (no real processes
-needed) and compared with `distributed.local_clip_loss`, in value and in the gradient that reaches the
-process's own features (local plus its rows of the gathered ones) and the other processes' rows.
+needed) and compared with `distributed.local_clip_loss`, in value and in the gradient (along the sphere) that
+reaches the process's own features (local plus its rows of the gathered ones) and the other processes' rows.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 
+from ..data import NUM_COMBOS
 from ..distributed import local_clip_loss
 from ..loss import clip_loss
 from . import Feedback, check_function, correct, not_attempted, wrong
@@ -53,8 +55,19 @@ def check_bound(answer) -> Feedback:
          f"Leave the accumulation out: the batch of one row is {PROCESSES} × {PER_PROCESS}."),
         (math.log(PER_PROCESS), "that is one process's batch: with the gather each image also meets the other "
          "process's captions.", f"The gathered batch is {PROCESSES} × {PER_PROCESS} pairs."),
-        (math.log(PER_PROCESS * ACCUMULATION), "two mistakes: the gather does add the other process's captions, "
-         "and plain accumulation does not add any.", f"The batch of one row is {PROCESSES} × {PER_PROCESS}."),
+        (math.log(PER_PROCESS * ACCUMULATION), f"log {PER_PROCESS * ACCUMULATION}: either {PER_PROCESS} × "
+         f"{ACCUMULATION}, two mistakes (the gather does add the other process's captions, plain accumulation adds "
+         f"none), or 2 × {b}, SimCLR's count: in CLIP an image chooses among the captions only, not the other images.",
+         f"The batch of one row is {PROCESSES} × {PER_PROCESS} captions."),
+        (math.log(2 * b - 1), f"log({2 * b - 1}) counts as SimCLR's NT-Xent does, every other view of 2 × {b}; in "
+         "CLIP an image chooses among the captions only, not the other images.",
+         f"The bound is log B with B = {b}, the gathered captions."),
+        (math.log(NUM_COMBOS), f"log {NUM_COMBOS} is log K, what image and caption share in the lesson's table; "
+         "the question asks what the batch lets the loss certify, whatever the data share.",
+         f"The cap is set by the batch alone: log B with B = {PROCESSES} × {PER_PROCESS}."),
+        (PROCESSES * math.log(PER_PROCESS), f"the bounds of the {PROCESSES} processes do not add up: with the gather "
+         f"one row chooses among {b} captions, and log {b} < {PROCESSES} × log {PER_PROCESS}.",
+         f"The bound is the log of the gathered batch: math.log({PROCESSES} * {PER_PROCESS})."),
         (math.log(b - 1), f"log({b - 1}) counts the negatives only; the softmax chooses among all {b} candidates, "
          "the positive included.", f"The bound is log B with B = {b}."),
         (math.log(b * ACCUMULATION - 1), "the negatives only, and plain accumulation adds none.",
@@ -163,6 +176,44 @@ def _returned(out, per_process: int) -> Feedback | None:
     return None
 
 
+BATCH_SIZES = re.compile(r"Expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)")
+
+
+def _shapes_mismatch(err, processes: int, per_process: int) -> Feedback | None:
+    """Name the shape slips behind F.cross_entropy's and clip_loss's batch-size errors; None for others."""
+    text, b, total = str(err), per_process, processes * per_process
+    if "need the same batch size" in text:             # clip_loss(local, gathered, ...)
+        return wrong(f"clip_loss was given {b} local rows and {total} gathered ones: it computes the loss of one "
+                     "square batch, B images against their own B captions.",
+                     "Write the two cross-entropies yourself: image_features @ all_text_features.T / temperature, "
+                     "and text_features @ all_image_features.T / temperature, labels rank * B + torch.arange(B).")
+    found = BATCH_SIZES.search(text)
+    if found is None:
+        return None
+    rows, labels = int(found.group(1)), int(found.group(2))
+    if rows == total:
+        return wrong(f"some logits are (W·B, B) = ({total}, {b}): one row per gathered feature. Lesson 04's "
+                     "logits_per_image.T is right for one process's square matrix only; here the rows must be "
+                     "this process's.",
+                     "logits_per_text = text_features @ all_image_features.T / temperature: the local captions "
+                     "as rows, every gathered image as a column.")
+    if labels == NOTEBOOK_B and b != NOTEBOOK_B:
+        return wrong(f"your labels have {NOTEBOOK_B} entries, but this call has {b} pairs per process: the "
+                     "notebook's global B?", "Take B from the arguments: B = len(image_features); "
+                     "labels = rank * B + torch.arange(B).")
+    where = "the gathered batch W·B" if labels == total else "neither this call's B nor its W·B"
+    return wrong(f"your labels have {labels} entries for {rows} local rows: their B is {where}.",
+                 "B is this process's batch, B = len(image_features); labels = rank * B + torch.arange(B).")
+
+
+def _tangent(grads, img, txt, rank, per_process):
+    """The gradients along the sphere only: normalising unit features again rightly drops the radial part."""
+    mine = torch.zeros(len(img), dtype=torch.bool)
+    mine[rank * per_process:(rank + 1) * per_process] = True
+    points = (img[mine], txt[mine], img[~mine], txt[~mine])
+    return [g - (g * x).sum(-1, keepdim=True) * x for g, x in zip(grads, points)]
+
+
 def check_local_loss(fn) -> Feedback:
     """fn(image_features, text_features, all_image_features, all_text_features, temperature, rank):
     this process's B images against all W·B captions and its B captions against all W·B images, with
@@ -178,11 +229,9 @@ def check_local_loss(fn) -> Feedback:
         for rank in range(processes):
             out, err, _, changed = _run(fn, img, txt, tau, rank, per_process)
             if err is not None:
-                if f"target batch_size ({NOTEBOOK_B})" in str(err) and per_process != NOTEBOOK_B:
-                    return wrong(f"your labels have {NOTEBOOK_B} entries, but this call has {per_process} pairs per "
-                                 "process: the notebook's global B?", "Take B from the arguments: "
-                                 "B = len(image_features); labels = rank * B + torch.arange(B).")
-                return explain_exception(err, f"for rank {rank} of {processes} processes with {per_process} pairs each, ")
+                named = _shapes_mismatch(err, processes, per_process)   # (a Feedback that is wrong is falsy)
+                return named if named is not None else explain_exception(
+                    err, f"for rank {rank} of {processes} processes with {per_process} pairs each, ")
             if changed:
                 return wrong("your function changed the features it was given (in place).",
                              "Never modify the inputs: write x = x / t, not x /= t.")
@@ -213,7 +262,8 @@ def check_local_loss(fn) -> Feedback:
                     return wrong(f"the right value, but no gradient reaches {name}: they were detached.",
                                  "Use the gathered features as they are: their gradient is how this process's "
                                  "loss pushes the other processes' pairs (open_clip's gather_with_grad).")
-            for name, g, r in zip(GRADIENT_NAMES, got, ref):
+            for name, g, r in zip(GRADIENT_NAMES, _tangent(got, img, txt, rank, per_process),
+                                  _tangent(ref, img, txt, rank, per_process)):
                 if not torch.allclose(g, r, atol=1e-6, rtol=1e-4):
                     return wrong(f"the right value, but the gradient on {name} differs from the reference.",
                                  "Compute the loss from the arguments as given, with the same operations for every "
@@ -248,6 +298,8 @@ def _diagnose(value, expected, img, txt, tau, rank, processes, per_process) -> F
          "the same number in every process. This exercise asks for this process's share, its B rows.",
          "Use the local features for the rows and the gathered ones for the columns."),
         (two(img, txt, right, t=1.0), "you forgot to divide by τ.", "logits = similarities / temperature."),
+        (two(img, txt, right, t=1 / tau), "the similarities are multiplied by τ; the logits divide them by it.",
+         "logits = similarities / temperature (open_clip multiplies by logit_scale.exp(), which is 1 / τ)."),
         (two(img, txt, right, t=0.07), f"the logits are divided by τ = 0.07, not by the temperature the function "
          f"was given ({tau}): the notebook's global tau?", "Use the temperature argument, not a variable from outside."),
         (ce(li @ txt.T / tau, right).item(), "only one direction: image→text.",
