@@ -155,6 +155,15 @@ class GatherFeatures(nn.Module):
         image_features, text_features, temperature = self.model(images, tokens)    # (B, D), (B, D), ()
         return all_gather_with_grad(image_features), all_gather_with_grad(text_features), temperature
 
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """This process's image features, not gathered: `train`'s `evaluate=` callback sees the wrapper, and
+        evaluation runs on each process's own data (`evaluate.embed_images(wrapped, ...)` works as on the model)."""
+        return _find(self.model, "encode_image")(images)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """This process's text features, not gathered (as `encode_image`)."""
+        return _find(self.model, "encode_text")(tokens)
+
 
 # --- Local processes for the lesson and the tests ----------------------------------------------
 

@@ -88,6 +88,19 @@ def test_gather_features_exposes_the_inner_temperature():
     assert all(torch.equal(a, b) for a, b in zip(out, ref))   # one process: nothing to gather
 
 
+def test_gather_features_can_be_evaluated_like_the_model():
+    """train.train hands its `evaluate=` callback the model it trains: under DDP that is the wrapper, which had no
+    encode_image (an AttributeError in the callback). It now gives the wrapped model's features, not gathered."""
+    from clipcourse import evaluate
+    model, images, tokens = distributed.demo_model_and_batch(4)
+    wrapped = distributed.GatherFeatures(model)
+    holder = torch.nn.Module()
+    holder.module = model                                  # what DistributedDataParallel looks like from outside
+    for outer in (wrapped, distributed.GatherFeatures(holder)):
+        assert torch.equal(evaluate.embed_texts(outer, tokens), evaluate.embed_texts(model, tokens))
+        assert torch.equal(outer.encode_image(images), model.encode_image(images))    # float images (B, 3, H, W)
+
+
 # --- two processes ----------------------------------------------------------------------------
 
 def test_two_processes_equal_one_process_with_the_big_batch():
