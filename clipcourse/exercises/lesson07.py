@@ -8,30 +8,16 @@ few digits, and the learner is asked to let Python compute it.
 from __future__ import annotations
 
 import math
-import numbers
-
-import numpy as np
-import torch
 
 from . import Feedback, correct, not_attempted, wrong
+from ._symptoms import number
 
 LOGGED_LOGIT_SCALE = 3.0   # the value in the exercise's training log
 
 
-def _number(answer):
-    """The answer as a float if it is one number (a Python or numpy number, a one-element tensor or array)."""
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        return float(answer.detach())            # e.g. LearnableTemperature().temperature, which has a grad
-    if isinstance(answer, np.ndarray) and answer.size == 1 and answer.dtype.kind in "iuf":
-        return float(answer.reshape(()))
-    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):   # numpy's float32 and int64 too
-        return float(answer)
-    return None
-
-
 def _one_number_inside(answer) -> bool:
     """A tuple or list holding one number: `answer = x,` (a trailing comma) or `[x]`."""
-    return isinstance(answer, (tuple, list)) and len(answer) == 1 and _number(answer[0]) is not None
+    return isinstance(answer, (tuple, list)) and len(answer) == 1 and number(answer[0]) is not None
 
 
 def _close(a: float, b: float) -> bool:
@@ -47,7 +33,7 @@ def check_temperature_from_logit_scale(answer) -> Feedback:
     """The τ a model uses when its log shows logit_scale = 3.0: exp(-3) ≈ 0.0498."""
     if answer is None:
         return not_attempted(f"the τ that logit_scale = {LOGGED_LOGIT_SCALE} stands for (a number)")
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         if isinstance(answer, str):
             return wrong(f"expected a number, got a string ({answer!r}).",
@@ -117,7 +103,7 @@ def check_logit_scale_bounds(answer) -> Feedback:
     if len(values) != 2:
         return wrong(f"expected a pair (low, high), got {len(values)} value{'' if len(values) == 1 else 's'}.",
                      "Two numbers: answer = (low, high).")
-    low, high = (_number(v) for v in values)
+    low, high = (number(v) for v in values)
     if low is None or high is None:
         return wrong(f"expected two numbers, got {answer!r}.", "For example answer = (0.0, 1.0).")
     if not (math.isfinite(low) and math.isfinite(high)):
