@@ -178,12 +178,6 @@ def _proportional(fn, ratio: float, img2, txt2, tau2) -> Feedback | None:
                  f"or a τ used twice.")
 
 
-def _second_batch(fn):
-    """Another batch (another B, D and τ) and the learner's loss on it, to confirm a symptom seen on the first."""
-    img2, txt2 = _features(7, 10, 11)
-    return img2, txt2, 0.2, _value(fn, img2, txt2, 0.2)
-
-
 def _soft_target_loss(img, txt, tau, target: torch.Tensor) -> float:
     """CLIP's loss with a (B, B) target distribution in each row instead of the one-hot diagonal."""
     logits = img @ txt.T / tau
@@ -191,10 +185,11 @@ def _soft_target_loss(img, txt, tau, target: torch.Tensor) -> float:
              + (target * logits.T.log_softmax(-1)).sum(-1).mean()).item() / 2
 
 
-def _smoothed(fn, img, txt, tau, value: float, expected: float) -> Feedback | None:
-    """Label smoothing: the loss is (1 - ε)·CLIP's + ε·(the loss against a spread target), with the same ε on a
-    second batch; spread over the whole row (F.cross_entropy's label_smoothing) or over the negatives only."""
-    img2, txt2, tau2, other = _second_batch(fn)
+def _smoothed(img, txt, tau, value: float, expected: float, second) -> Feedback | None:
+    """Label smoothing: the loss is (1 - ε)·CLIP's + ε·(the loss against a spread target), with the same ε on the
+    `second` batch (img2, txt2, tau2, the learner's loss there); spread over the whole row (F.cross_entropy's
+    label_smoothing) or over the negatives only."""
+    img2, txt2, tau2, other = second
     if other is None:
         return None
     expected2 = clip_loss(img2, txt2, tau2).item()
@@ -227,10 +222,10 @@ def _balanced(terms: torch.Tensor) -> torch.Tensor:
     return terms[eye].mean() + terms[~eye].mean()
 
 
-def _sigmoid_instead(fn, img, txt, tau, value: float) -> Feedback | None:
+def _sigmoid_instead(img, txt, tau, value: float, second) -> Feedback | None:
     """Per-pair binary cross-entropies (BCE, SigLIP's loss without its bias) instead of a softmax over each row:
     their mean, sum / B or sum (or positives and negatives averaged apart), times a constant, on two batches."""
-    img2, txt2, tau2, other = _second_batch(fn)
+    img2, txt2, tau2, other = second
     if other is None:
         return None
     for reduce in (torch.mean, _balanced):
@@ -311,14 +306,17 @@ def _diagnose(fn, img, txt, tau, value: float, expected: float) -> Feedback:
                      "loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2, and treat "
                      "both feature sets the same way.")
     # the right formula times a constant
+    img2, txt2 = _features(7, 10, 11)                  # another B, D and τ, to confirm a symptom seen on the first
     if expected > 0:
-        img2, txt2 = _features(7, 10, 11)
         found = _proportional(fn, value / expected, img2, txt2, 0.2)
         if found is not None:
             return found
-    for found in (_smoothed(fn, img, txt, tau, value, expected), _sigmoid_instead(fn, img, txt, tau, value)):
-        if found is not None:                          # (not `or`: a Feedback that says "wrong" is falsy)
-            return found
+    second = (img2, txt2, 0.2, _value(fn, img2, txt2, 0.2))
+    found = _smoothed(img, txt, tau, value, expected, second)
+    if found is None:                                  # (`is None`, not `or`: a Feedback that says "wrong" is falsy)
+        found = _sigmoid_instead(img, txt, tau, value, second)
+    if found is not None:
+        return found
     return wrong(f"with B = {n} and τ = {tau} your loss is {value:.4f}; CLIP's is {expected:.4f}.",
                  "logits = sims / τ; labels = arange(B); average the cross-entropies of logits and logits.T.")
 
