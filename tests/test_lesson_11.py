@@ -167,6 +167,20 @@ WRONG = {
     "not a tensor": lambda i, t, n, tau: right(i, t, n, tau).item(),
     "in place": lambda i, t, n, tau: right(i, t.div_(1.0), n, tau),
     "does not change when τ changes": lambda i, t, n, tau: right(i, t, n, 0.1) + 0.01,
+    # from the second review (tests/test_lesson_11_review2.py): τ read as CLIP's logit_scale, multiplied
+    "multiplied by τ": lambda i, t, n, tau: right(i, t, n, 1 / tau),
+    # logits_per_text = logits_per_image[:, :B], the .T forgotten: image→text twice
+    "without its transpose": lambda i, t, n, tau: (_ce(i @ torch.cat([t, n]).T / tau, torch.arange(len(i)))
+                                                   + _ce(i @ t.T / tau, torch.arange(len(i)))) / 2,
+    "summed over the batch": lambda i, t, n, tau: (
+        F.cross_entropy(i @ torch.cat([t, n]).T / tau, torch.arange(len(i)), reduction="sum")
+        + F.cross_entropy(t @ i.T / tau, torch.arange(len(i)), reduction="sum")) / 2,
+    # each image sees the B captions and its own hard negative only: (B, B + 1)
+    "its own hard negative only": lambda i, t, n, tau: (
+        _ce(torch.cat([i @ t.T, (i * n).sum(-1, keepdim=True)], dim=1) / tau, torch.arange(len(i)))
+        + _ce(t @ i.T / tau, torch.arange(len(i)))) / 2,
+    "softmax": lambda i, t, n, tau: (_ce(F.softmax(i @ torch.cat([t, n]).T / tau, dim=-1), torch.arange(len(i)))
+                                     + _ce(F.softmax(t @ i.T / tau, dim=-1), torch.arange(len(i)))) / 2,
 }
 
 
