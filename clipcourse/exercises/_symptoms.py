@@ -100,17 +100,27 @@ def explain_exception(err: Exception, context: str = "") -> Feedback:
     return wrong(said, "Test it on small tensors first and read the error's last line.")
 
 
+def along_sphere(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The part of grad (N, D) tangent to the unit rows of x (N, D): what normalising x again leaves of it."""
+    return grad - (grad * x).sum(-1, keepdim=True) * x
+
+
 def gradient_differs(grads, ref_grads, features) -> Feedback | None:
     """Feedback if a loss whose value is right has the wrong gradient with respect to unit-length `features`
     (lessons 04 and 09); None when it agrees. Compared along the sphere only: normalising again (dim=-1)
     rightly removes the radial part."""
-    tangent = [(g - (g * x).sum(-1, keepdim=True) * x, r - (r * x).sum(-1, keepdim=True) * x)
-               for g, r, x in zip(grads, ref_grads, features)]
-    if all(torch.allclose(g, r, rtol=1e-3, atol=1e-5) for g, r in tangent):
+    if all(torch.allclose(along_sphere(g, x), along_sphere(r, x), rtol=1e-3, atol=1e-5)
+           for g, r, x in zip(grads, ref_grads, features)):
         return None
     return wrong("the value is right, but the gradient is not: part of the computation is cut off from "
                  "autograd (.detach(), .data or a tensor rebuilt from numbers).",
                  "Build the whole loss from the input tensors with torch operations.")
+
+
+def batch_sizes(err: Exception) -> tuple[int, int] | None:
+    """(rows, labels) from F.cross_entropy's "Expected input batch_size (r) to match target batch_size (l)", else None."""
+    m = re.search(r"expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)", str(err).lower())
+    return None if m is None else (int(m.group(1)), int(m.group(2)))
 
 
 def matmul_shapes(err: Exception) -> tuple[int, int, int, int] | None:

@@ -11,7 +11,6 @@ reaches the process's own features (local plus its rows of the gathered ones) an
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from ..data import NUM_COMBOS
 from ..distributed import local_clip_loss
 from ..loss import clip_loss
 from . import Feedback, check_function, correct, not_attempted, wrong
-from ._symptoms import call, close, explain_exception, not_finite, number
+from ._symptoms import along_sphere, batch_sizes, call, close, explain_exception, not_finite, number
 
 # --- the bound -----------------------------------------------------------------------------------
 
@@ -176,9 +175,6 @@ def _returned(out, per_process: int) -> Feedback | None:
     return None
 
 
-BATCH_SIZES = re.compile(r"Expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)")
-
-
 def _shapes_mismatch(err, processes: int, per_process: int) -> Feedback | None:
     """Name the shape slips behind F.cross_entropy's and clip_loss's batch-size errors; None for others."""
     text, b, total = str(err), per_process, processes * per_process
@@ -187,10 +183,10 @@ def _shapes_mismatch(err, processes: int, per_process: int) -> Feedback | None:
                      "square batch, B images against their own B captions.",
                      "Write the two cross-entropies yourself: image_features @ all_text_features.T / temperature, "
                      "and text_features @ all_image_features.T / temperature, labels rank * B + torch.arange(B).")
-    found = BATCH_SIZES.search(text)
+    found = batch_sizes(err)
     if found is None:
         return None
-    rows, labels = int(found.group(1)), int(found.group(2))
+    rows, labels = found
     if rows == total:
         return wrong(f"some logits are (W·B, B) = ({total}, {b}): one row per gathered feature. Lesson 04's "
                      "logits_per_image.T is right for one process's square matrix only; here the rows must be "
@@ -211,7 +207,7 @@ def _tangent(grads, img, txt, rank, per_process):
     mine = torch.zeros(len(img), dtype=torch.bool)
     mine[rank * per_process:(rank + 1) * per_process] = True
     points = (img[mine], txt[mine], img[~mine], txt[~mine])
-    return [g - (g * x).sum(-1, keepdim=True) * x for g, x in zip(grads, points)]
+    return [along_sphere(g, x) for g, x in zip(grads, points)]
 
 
 def check_local_loss(fn) -> Feedback:

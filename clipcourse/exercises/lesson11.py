@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 
 from ..loss import clip_loss, clip_loss_with_hard_negatives
 from . import Feedback, check_function, correct, not_attempted, wrong
-from ._symptoms import call, close, explain_exception, not_finite, number
+from ._symptoms import batch_sizes, call, close, explain_exception, not_finite, number
 
 
 def _features(batch: int, negatives: int, dim: int, seed: int):
@@ -104,10 +102,10 @@ def _returned(out) -> Feedback | None:
 
 def _explain(err: Exception, context: str, batch: int, negatives: int) -> Feedback:
     """An error the learner's code raised; a wrong number of labels is traced to the direction it comes from."""
-    sizes = re.search(r"expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)", str(err).lower())
+    sizes = batch_sizes(err)
     if sizes is None:
         return explain_exception(err, context)
-    rows, count = (int(g) for g in sizes.groups())
+    rows, count = sizes
     said = explain_exception(err, context).message + " — the logits and the labels have different numbers of rows."
     if negatives and rows == batch and count == batch + negatives:
         return wrong(said + " Your labels have B + M entries, one per column; a label is one per row (image), and "
