@@ -168,6 +168,22 @@ def test_lesson04_checker_names_multiplication_by_exp_tau():
     assert "exp" in fb.hint, str(fb)
 
 
+def multiplies_by_exp_of_one_over_tau(i, t, tau):       # exp applied to the scale 1/τ instead of to log(1/τ)
+    return _both(i @ t.T * math.exp(1 / tau))
+
+
+def multiplies_by_log_of_one_over_tau(i, t, tau):       # CLIP's logit_scale, without its exp()
+    return _both(i @ t.T * math.log(1 / tau))
+
+
+@pytest.mark.parametrize("fn, named", [(multiplies_by_exp_of_one_over_tau, "exp(1/τ)"),
+                                       (multiplies_by_log_of_one_over_tau, "log(1/τ)")], ids=["exp", "log"])
+def test_lesson04_checker_names_the_logit_scale_slips(fn, named):
+    fb = lesson04.check_clip_loss(fn)
+    assert fb.passed is False and f"multiplied by {named}" in fb.message and "logit_scale" in fb.message, str(fb)
+    assert "Divide the similarities by τ" in fb.hint, str(fb)
+
+
 def test_lesson04_checker_names_multiplication_by_tau_in_any_form():
     fb = lesson04.check_clip_loss(multiplies_by_tau_log_softmax)
     assert fb.passed is False and "multiplied by τ" in fb.message, str(fb)

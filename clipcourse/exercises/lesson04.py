@@ -41,6 +41,12 @@ def _mistakes(img: torch.Tensor, txt: torch.Tensor, tau: float):
         (both(sims * math.exp(tau)), "you multiplied by exp(τ), as CLIP's code multiplies by logit_scale.exp(); but "
          "this function gets the temperature τ itself, not logit_scale = log(1/τ).",
          "No exp here: divide the similarities by the temperature."),
+        (both(sims * math.exp(1 / tau)), "you multiplied by exp(1/τ). CLIP's code multiplies by logit_scale.exp() "
+         "with logit_scale = log(1/τ), so that exp gives 1/τ: the exp undoes the log, it is not applied to 1/τ.",
+         "Divide the similarities by τ (the same as multiplying by 1/τ)."),
+        (both(sims * math.log(1 / tau)), "you multiplied by log(1/τ), CLIP's logit_scale before its exp(): the "
+         "factor that divides by τ is exp(logit_scale) = 1/τ.",
+         "Divide the similarities by τ."),
         (ce(logits, labels), "only one direction: image→text. CLIP averages it with text→image.",
          "Add F.cross_entropy(logits.T, labels) and halve the sum."),
         (ce(logits.T, labels), "only one direction: text→image. CLIP averages it with image→text.",
