@@ -87,6 +87,19 @@ def _check_entries(entries: list[dict], name: str) -> list[dict]:
     return entries
 
 
+def _check_rows(rows) -> list[dict]:
+    """A sweep's rows as experiments.sweep makes them: one dict per run (learnable, τ, seed), held-out accuracies
+    finite; else a ValueError naming the row. Returns them as a list (a generator is read once)."""
+    rows = list(rows or ())
+    runs = [(r["learnable"], r["tau"], r["seed"]) for r in rows]
+    for i, run in enumerate(runs):
+        if run in runs[:i]:
+            raise ValueError(f"rows[{i}] repeats an earlier run (learnable, τ, seed) = {run}: one row per run, "
+                             "as experiments.sweep returns (were two sweeps' rows joined?)")
+    _check_finite(**{f"rows[{i}]['heldout_acc']": r["heldout_acc"] for i, r in enumerate(rows)})
+    return rows
+
+
 def clearly_below(a_mean: float, a_std: float, b_mean: float, b_std: float, margin: float = MARGIN) -> bool:
     """Is a clearly below b: by more than `margin` and by more than the two seed spreads together?"""
     gap = b_mean - a_mean
@@ -284,12 +297,15 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
     normal 1.64 or a rule of thumb's 2, which with three seeds would pass one time in eleven by chance) is clearly
     below after all (✗).
     """
+    if not isinstance(summary, Mapping) or isinstance(rows, Mapping):
+        raise TypeError("summary must be experiments.summarize's dict and rows experiments.sweep's list, got "
+                        f"{type(summary).__name__} and {type(rows).__name__}")
     starts = summary.get("learnable_starts") or []
     if not starts:
         raise ValueError("the summary holds no learnable-τ runs: run the sweep with learnable=True")
     _check_entries(starts, "summary['learnable_starts']")
-    best, near = best_fixed(summary), near_best(summary)
-    best_by_seed = {r["seed"]: r["heldout_acc"] for r in rows or ()
+    best, near, rows = best_fixed(summary), near_best(summary), _check_rows(rows)
+    best_by_seed = {r["seed"]: r["heldout_acc"] for r in rows
                     if not r["learnable"] and math.isclose(r["tau"], best["tau"])}
     parts, marks = [], []
     for e in starts:
@@ -302,7 +318,7 @@ def c6_learnable(summary: dict, rows: list[dict] | None = None) -> Verdict:
         marks += [tau_mark, acc_mark]
         ratios = ", ".join(f"{e['final_tau_mean'] / n['tau']:.2g}× {n['tau']:.3g}" for n in near)
         part = f"from {e['tau']:.3g}: τ {e['final_tau_mean']:.3g} ({ratios} {tau_mark}), accuracy {e['acc_mean']:.1%} {acc_mark}"
-        paired = [d for _, d in sorted((r["seed"], r["heldout_acc"] - best_by_seed[r["seed"]]) for r in rows or ()
+        paired = [d for _, d in sorted((r["seed"], r["heldout_acc"] - best_by_seed[r["seed"]]) for r in rows
                                        if r["learnable"] and math.isclose(r["tau"], e["tau"]) and r["seed"] in best_by_seed)]
         if paired:
             part += " (minus the best fixed τ's, seed by seed: " + ", ".join(f"{100 * d:+.1f}" for d in paired) + " points"

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+from numbers import Integral
 from typing import Any, Callable
 
 import torch
@@ -97,7 +98,7 @@ def local_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     _check_features(image_features, text_features)
     _check_features(all_image_features, all_text_features, ("all_image_features", "all_text_features"))
     _check_scalar("temperature", temperature, positive=True)
-    if isinstance(rank, bool) or not isinstance(rank, int):
+    if isinstance(rank, bool) or not isinstance(rank, Integral):
         raise TypeError(f"rank must be an int, got {type(rank).__name__}")
     if all_image_features.shape[1] != image_features.shape[1]:
         raise ValueError(f"all_image_features and image_features need the same feature size, got "
@@ -158,11 +159,19 @@ class GatherFeatures(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """This process's image features, not gathered: `train`'s `evaluate=` callback sees the wrapper, and
         evaluation runs on each process's own data (`evaluate.embed_images(wrapped, ...)` works as on the model)."""
-        return _find(self.model, "encode_image")(images)
+        return self._inner("encode_image")(images)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """This process's text features, not gathered (as `encode_image`)."""
-        return _find(self.model, "encode_text")(tokens)
+        return self._inner("encode_text")(tokens)
+
+    def _inner(self, name: str) -> Callable:
+        """The wrapped model's encoder `name`; a TypeError naming the model when it has none."""
+        encode = _find(self.model, name)
+        if encode is None:
+            raise TypeError(f"GatherFeatures wraps a {type(self.model).__name__} that has no {name} (nor does a model "
+                            "inside it): wrap a CLIP model")
+        return encode
 
 
 # --- Local processes for the lesson and the tests ----------------------------------------------

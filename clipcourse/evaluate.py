@@ -174,7 +174,8 @@ def tied_accuracy(fits: torch.Tensor, direction: str = "image_to_text") -> float
     a ceiling for any model: twins get one feature, so they tie in every row and pick one picture as columns.
     """
     if not isinstance(fits, torch.Tensor) or fits.dtype != torch.bool:
-        raise TypeError(f"fits must be a bool tensor (B, B), got {getattr(fits, 'dtype', type(fits).__name__)}")
+        given = fits.dtype if isinstance(fits, torch.Tensor) else type(fits).__name__     # numpy's dtype reads "bool"
+        raise TypeError(f"fits must be a bool tensor (B, B), got {given}")
     if fits.ndim != 2 or fits.shape[0] != fits.shape[1] or len(fits) == 0:
         raise ValueError(f"fits must be square (B, B) with B >= 1, got shape {tuple(fits.shape)}")
     if not bool(fits.diagonal().all()):

@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any, Callable
 
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_uint8, to_float
-from .loss import clip_loss, clip_loss_with_hard_negatives, in_batch_accuracy, siglip_loss
+from .loss import _check_scalar, _check_whole, clip_loss, clip_loss_with_hard_negatives, in_batch_accuracy, siglip_loss
 from .temperature import INIT_TEMPERATURE, MAX_TEMPERATURE, MIN_TEMPERATURE
 
 
@@ -304,18 +305,24 @@ def temperature_travel(cfg: TrainConfig, from_step: int = 0) -> float:
     gradient grows: Kingma & Ba's rough bound (1 - β₁) / √(1 - β₂) ≈ 3.2 lr with the default betas, not a
     strict cap), so going from τ₀ to τ* needs roughly Σ lr ≥ |ln(τ*/τ₀)|.
     """
-    if isinstance(from_step, bool) or not isinstance(from_step, int) or not 0 <= from_step <= cfg.steps:
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    _check_whole("cfg.steps", cfg.steps, 0)
+    if isinstance(from_step, bool) or not isinstance(from_step, Integral) or not 0 <= from_step <= cfg.steps:
         raise ValueError(f"from_step must be a step in [0, {cfg.steps}], got {from_step!r}")
     peak = cfg.lr if cfg.temperature_lr is None else cfg.temperature_lr
+    _check_scalar("cfg.lr" if cfg.temperature_lr is None else "cfg.temperature_lr", peak, positive=True)
     return peak * sum(_schedule(step, cfg) for step in range(from_step, cfg.steps))
 
 
 def reachable_temperatures(cfg: TrainConfig, start: float = INIT_TEMPERATURE) -> tuple[float, float]:
     """About the lowest and highest τ a learnable τ can reach from `start` in `cfg`'s steps (lesson 07):
     start · e^(∓Σ lr), inside the clamp [0.01, 1]."""
+    _check_scalar("start", start, positive=True)
+    start = float(start.detach() if isinstance(start, torch.Tensor) else start)   # e.g. model.temperature()
     if not MIN_TEMPERATURE <= start <= MAX_TEMPERATURE:
         raise ValueError(f"start must be a temperature in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {start}")
-    travel = temperature_travel(cfg)
+    travel = min(temperature_travel(cfg), 700.0)     # e^700 is far past the clamp; e^710 would overflow a float
     return max(MIN_TEMPERATURE, start * math.exp(-travel)), min(MAX_TEMPERATURE, start * math.exp(travel))
 
 
@@ -323,12 +330,17 @@ class BatchOrder:
     """Which pairs each step trains on: a seeded shuffle per epoch, resumable mid-epoch."""
 
     def __init__(self, n: int, batch_size: int, seed: int):
+        _check_whole("n", n, 1)
+        _check_whole("batch_size", batch_size, 1, n + 1)             # at least one whole batch per epoch
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise TypeError(f"seed must be an int (the same seed gives the same order), got {seed!r}")
         self.n, self.batch_size, self.n_batches = n, batch_size, n // batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(int(seed))
         self.perm = torch.randperm(n, generator=self.generator)      # (n,) this epoch's order
 
     def indices(self, step: int) -> torch.Tensor:
         """The pairs of step `step` (counted from 0); call once per step, in order."""
+        _check_whole("step", step, 0)
         batch = step % self.n_batches
         if batch == 0 and step > 0:
             self.perm = torch.randperm(self.n, generator=self.generator)  # a new epoch
