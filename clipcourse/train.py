@@ -109,6 +109,8 @@ class TrainState:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.history.load_state_dict(checkpoint["history"])
         self.batches.load_state_dict(checkpoint["batches"])
+        if self.batches.epoch is None:      # an older checkpoint: its shuffle is that of the last step taken
+            self.batches.epoch = max(checkpoint["step"] - 1, 0) // self.batches.n_batches
         torch.set_rng_state(checkpoint["torch_rng"])
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
@@ -337,23 +339,36 @@ class BatchOrder:
         self.n, self.batch_size, self.n_batches = n, batch_size, n // batch_size
         self.generator = torch.Generator().manual_seed(int(seed))
         self.perm = torch.randperm(n, generator=self.generator)      # (n,) this epoch's order
+        self.epoch = 0                                               # the epoch self.perm belongs to
 
     def indices(self, step: int) -> torch.Tensor:
-        """The pairs of step `step` (counted from 0); call once per step, in order."""
+        """The pairs of step `step` (counted from 0). Steps go forward: a later epoch draws the shuffles of
+        the epochs before it, an earlier one is refused (a new BatchOrder replays from the start)."""
         _check_whole("step", step, 0)
-        batch = step % self.n_batches
-        if batch == 0 and step > 0:
+        epoch, batch = divmod(step, self.n_batches)
+        if epoch < self.epoch:
+            raise ValueError(f"step {step} belongs to epoch {epoch}, but this BatchOrder has moved on to epoch "
+                             f"{self.epoch}: make a new BatchOrder with the same seed to replay earlier steps")
+        while self.epoch < epoch:
             self.perm = torch.randperm(self.n, generator=self.generator)  # a new epoch
+            self.epoch += 1
         return self.perm[batch * self.batch_size:(batch + 1) * self.batch_size]  # (B,)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state(), "perm": self.perm.clone()}
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "epoch": self.epoch}
 
-    def load_state_dict(self, d: dict[str, torch.Tensor]) -> None:
-        if len(d["perm"]) != self.n:
-            raise ValueError(f"resume: the checkpoint was trained on {len(d['perm'])} pairs, these are {self.n}")
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        missing = [k for k in ("generator", "perm") if k not in d]
+        if missing:
+            raise ValueError(f"resume: the batch order holds no {' and no '.join(missing)}: not a BatchOrder's state")
+        perm = torch.as_tensor(d["perm"])
+        if len(perm) != self.n:
+            raise ValueError(f"resume: the checkpoint was trained on {len(perm)} pairs, these are {self.n}")
+        if not torch.equal(perm.sort().values, torch.arange(self.n)):
+            raise ValueError("resume: the checkpoint's batch order is not a shuffle of the pairs (a damaged file?)")
         self.generator.set_state(d["generator"])
-        self.perm = d["perm"].clone()
+        self.perm = perm.clone()
+        self.epoch = d.get("epoch")             # None in checkpoints older than this field: TrainState fills it in
 
 
 class _StopAtStepEnd:
@@ -527,7 +542,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 and state.step % cfg.eval_every == 0 and evaluated_at != state.step):
             run_evaluation()                  # the checkpoint was written just before this evaluation
         while state.step < cfg.steps and not state.stop:
-            batch_order = state.batches.generator.get_state(), state.batches.perm  # put back if the step diverges
+            batch_order = state.batches.state_dict()               # put back if the step diverges
             idx = state.batches.indices(state.step)                 # (B,)
             x = to_float(images[idx].to(device))                    # (B, 3, H, W)
             t = tokens[idx].to(device)                              # (B, L)
@@ -560,8 +575,7 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
                 torch.set_rng_state(rng[0])                         # dropout's draws, a new epoch's shuffle
                 if rng[1] is not None:
                     torch.cuda.set_rng_state(rng[1], device)
-                state.batches.generator.set_state(batch_order[0])
-                state.batches.perm = batch_order[1]
+                state.batches.load_state_dict(batch_order)
                 raise TrainingDiverged(_diverged_message(problem, state.step, cfg,
                                                          float(temperature.detach()), dtype), history)
             optimizer.step()

@@ -190,3 +190,26 @@ def test_local_clip_loss_takes_a_numpy_rank():
     assert torch.equal(distributed.local_clip_loss(img[4:], txt[4:], img, txt, 0.07, np.int64(1)), expected)  # was:
     with pytest.raises(TypeError, match="rank must be an int, got bool"):                                   # TypeError
         distributed.local_clip_loss(img[4:], txt[4:], img, txt, 0.07, True)
+
+
+# --- BatchOrder.indices out of order: a later epoch is drawn, an earlier one refused --------------------------------
+
+def test_batch_order_jumps_forward_to_the_right_epoch():
+    replayed = [b.clone() for b in map(train.BatchOrder(40, 10, seed=3).indices, range(13))]   # 4 batches an epoch
+    jumper = train.BatchOrder(40, 10, seed=3)
+    assert torch.equal(jumper.indices(9), replayed[9])         # epoch 2, reached without steps 0-8 (epoch 0 before)
+    assert torch.equal(jumper.indices(12), replayed[12])
+
+
+def test_batch_order_asked_twice_for_an_epoch_start_gives_one_batch():
+    order = train.BatchOrder(40, 10, seed=3)
+    first = [order.indices(s).clone() for s in range(5)]
+    assert torch.equal(order.indices(4), first[4])              # a second call at step 4 drew a third shuffle before
+
+
+def test_batch_order_refuses_to_go_back_an_epoch():
+    order = train.BatchOrder(40, 10, seed=3)
+    order.indices(5)
+    assert torch.equal(order.indices(6), train.BatchOrder(40, 10, seed=3).indices(6))   # within its epoch: fine
+    with pytest.raises(ValueError, match="step 2 belongs to epoch 0.*moved on to epoch 1.*new BatchOrder"):
+        order.indices(2)

@@ -228,3 +228,30 @@ def test_save_checkpoint_returns_the_path(tok, pairs, tmp_path):
     train.train(model(tok), *pairs, quick(steps=1), callbacks=[Keep()], progress=False)
     assert save_checkpoint(tmp_path / "a.pt", states[0].state_dict()) == tmp_path / "a.pt"
     assert load_checkpoint(tmp_path / "a.pt")["step"] == 1
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["now", "older checkpoint"])
+def test_resume_at_an_epoch_boundary(tok, pairs, tmp_path, older):
+    """Stopped after step 4, the last of epoch 0 (4 batches of 16): the resumed run draws epoch 1's shuffle, also
+    from a checkpoint written before BatchOrder stored its epoch."""
+    cfg = quick(steps=8)
+    straight = train.train(model(tok), *pairs, cfg, evaluate=score, progress=False)
+    path = tmp_path / "run.pt"
+    with pytest.raises(RuntimeError, match="crash"):
+        train.train(model(tok), *pairs, cfg, callbacks=[Checkpoint(path, every=4), CrashAt(5)],
+                    evaluate=score, progress=False)
+    saved = load_checkpoint(path)
+    assert saved["step"] == 4 and saved["batches"]["epoch"] == 0
+    if older:
+        del saved["batches"]["epoch"]
+        save_checkpoint(path, saved)
+    resumed = train.train(model(tok, seed=1), *pairs, cfg, evaluate=score, progress=False, resume=path)
+    assert_same_run(straight, resumed)
+
+
+def test_a_damaged_batch_order_is_refused(tok, pairs, tmp_path):
+    order = train.BatchOrder(64, 16, seed=0)
+    with pytest.raises(ValueError, match="no perm"):
+        order.load_state_dict({"generator": order.generator.get_state()})
+    with pytest.raises(ValueError, match="not a shuffle"):
+        order.load_state_dict({"generator": order.generator.get_state(), "perm": torch.zeros(64, dtype=torch.long)})
