@@ -173,7 +173,7 @@ def best_fixed_by_left_out_seed(rows: list[dict]) -> list[dict]:
     `best_fixed` picks on the same scores it reports, so its accuracy flatters it; the mean of these
     left-out scores does not. Returns [{"seed", "tau", "heldout_acc"}] in seed order.
     """
-    fixed = [r for r in rows if not r["learnable"]]
+    fixed = [r for r in _check_rows(rows) if not r["learnable"]]
     seeds = sorted({r["seed"] for r in fixed})
     if len(seeds) < 2:
         raise ValueError(f"rows must hold fixed-τ runs of at least two seeds, got seeds {seeds}")

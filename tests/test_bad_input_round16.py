@@ -213,3 +213,14 @@ def test_batch_order_refuses_to_go_back_an_epoch():
     assert torch.equal(order.indices(6), train.BatchOrder(40, 10, seed=3).indices(6))   # within its epoch: fine
     with pytest.raises(ValueError, match="step 2 belongs to epoch 0.*moved on to epoch 1.*new BatchOrder"):
         order.indices(2)
+
+
+def test_the_left_out_seed_pick_refuses_repeated_rows_and_nan():
+    rows = rows_of([0.9, 0.8, 0.85], [0.8, 0.7, 0.75]) + [{"tau": 0.03, "seed": k, "heldout_acc": 0.5, "learnable": False}
+                                                          for k in range(3)]
+    assert [p["tau"] for p in claims.best_fixed_by_left_out_seed(rows)] == [0.1, 0.1, 0.1]
+    with pytest.raises(ValueError, match=r"rows\[9\] repeats"):             # two sweeps joined: one seed counted twice
+        claims.best_fixed_by_left_out_seed(rows + rows[:1])
+    nan = [dict(r, heldout_acc=math.nan) if k == 6 else r for k, r in enumerate(rows)]
+    with pytest.raises(ValueError, match=r"rows\[6\]\['heldout_acc'\]"):     # max() over a NaN mean picks by position
+        claims.best_fixed_by_left_out_seed(nan)
