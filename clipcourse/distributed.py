@@ -52,12 +52,30 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)   # feature dtypes, numbered for the check
+
+
+def _check_same_everywhere(x: torch.Tensor, world_size: int) -> None:
+    """A ValueError in every process, not a crash or a hang, when the processes' (B, D) or dtypes differ:
+    all_gather fills same-sized slots (gloo aborts on a mismatch, NCCL may wait forever)."""
+    code = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else -1
+    mine = torch.tensor([*x.shape, code], device=x.device)  # x is (B, D)
+    every = [torch.empty_like(mine) for _ in range(world_size)]
+    dist.all_gather(every, mine)                           # 3 numbers from each process: B, D, dtype
+    if any(not torch.equal(e, every[0]) for e in every):
+        seen = ", ".join(f"rank {r}: {tuple(e[:2].tolist())} {_DTYPES[e[2]] if e[2] >= 0 else 'another dtype'}"
+                         for r, e in enumerate(every))
+        raise ValueError(f"all_gather_with_grad needs the same (B, D) and dtype in every process, got {seen}: give "
+                         "every process the same batch size (drop a smaller last batch) and the same precision")
+
+
 class _AllGatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns to each process the summed gradient of the rows it made."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.rank, ctx.world_size = dist.get_rank(), dist.get_world_size()
+        _check_same_everywhere(x, ctx.world_size)
         parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
         dist.all_gather(parts, x.contiguous())             # parts[r] = process r's (B, D)
         return torch.cat(parts)                            # (W·B, D), the same in every process
@@ -80,6 +98,8 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"x must be (B, D), one row of features per pair, got shape {tuple(x.shape)}")
     if not is_distributed():
         return x
     return _AllGatherWithGrad.apply(x)

@@ -383,3 +383,29 @@ def test_main_refuses_to_run_without_torchrun(capsys):
             os.environ["RANK"] = env_rank
     assert "torchrun" in capsys.readouterr().err
     assert not dist.is_initialized()
+
+
+def _gathers_mismatched(rank, world_size, what):
+    x = torch.randn(3, 4)
+    if rank == 1:
+        x = torch.randn(2, 4) if what == "batch" else x.to(torch.bfloat16)
+    try:
+        distributed.all_gather_with_grad(x)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("what, seen", [("batch", "rank 1: (2, 4) torch.float32"),
+                                        ("dtype", "rank 1: (3, 4) torch.bfloat16")])
+def test_processes_with_other_batch_sizes_or_dtypes_get_a_clear_error(what, seen):
+    """Gloo aborted process 1 ('Received data size doesn't match expected size'); NCCL can wait forever. Now
+    every process raises the same ValueError, which names each rank's shape and dtype."""
+    errors = distributed.launch(_gathers_mismatched, world_size=2, args=(what,), timeout=120)
+    assert errors[0] == errors[1] and errors[0] is not None
+    assert "rank 0: (3, 4) torch.float32" in errors[0] and seen in errors[0] and "same batch size" in errors[0]
+
+
+def test_all_gather_with_grad_needs_rows_of_features():
+    with pytest.raises(ValueError, match=r"x must be \(B, D\).*shape \(8,\)"):
+        distributed.all_gather_with_grad(torch.randn(8))
