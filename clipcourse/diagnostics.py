@@ -190,7 +190,7 @@ class Diagnosis:
                     + (": the text features hardly differ (a collapsed text tower?)" if self.tied_at_top > self.n / 2
                        else "") if self.tied_at_top > 1 else ""),
                  f"  modality gap        {self.gap:.3f}"]
-        if self.tau > 1:        # CLIP clamps τ to [0.01, 1]: above 1 is most often logit_scale, or its exp, as τ
+        if self.tau > 1:        # open_clip clamps τ to [0.01, 1]: above 1 is most often logit_scale, or its exp, as τ
             lines.append(f"  note: τ = {self.tau:.3g} is above 1. If your model stores logit_scale = log(1/τ), "
                          f"pass tau = exp(-logit_scale), not logit_scale or logit_scale.exp()")
         if self.hardest:
