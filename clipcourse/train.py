@@ -456,6 +456,19 @@ def _check_ddp_device(model: nn.Module, device: torch.device, requested: str | t
                              f"or train on {on.type!r}")
 
 
+def _agree_on_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """precision='auto' under DDP: bfloat16 only where every process picked it (lesson 10). Computers with and
+    without native bfloat16 would otherwise gather features of two dtypes into one batch."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist = torch.distributed
+    if not any(isinstance(m, DistributedDataParallel) for m in model.modules()):   # DDP: every process trains
+        return dtype
+    flag = torch.tensor([int(dtype == torch.bfloat16)], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)             # 1 only if every process chose bfloat16
+    return torch.bfloat16 if flag.item() else torch.float32
+
+
 def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
           config: TrainConfig | None = None, *, callbacks: list[Callback] | None = None,
           evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -496,6 +509,8 @@ def train(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
     device = resolve_device(cfg.device)
     _check_ddp_device(model, device, cfg.device)
     dtype = resolve_precision(cfg.precision, device)
+    if cfg.precision == "auto":
+        dtype = _agree_on_precision(model, dtype, device)
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

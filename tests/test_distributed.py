@@ -409,3 +409,38 @@ def test_processes_with_other_batch_sizes_or_dtypes_get_a_clear_error(what, seen
 def test_all_gather_with_grad_needs_rows_of_features():
     with pytest.raises(ValueError, match=r"x must be \(B, D\).*shape \(8,\)"):
         distributed.all_gather_with_grad(torch.randn(8))
+
+
+class _RecordsDtype(torch.nn.Module):
+    """The model, noting the dtype its image features come out in (autocast's choice)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.dtypes = model, []
+        self.temperature = model.temperature
+
+    def forward(self, images, tokens):
+        img, txt, tau = self.model(images, tokens)
+        self.dtypes.append(str(img.dtype))
+        return img, txt, tau
+
+
+def _auto_precision_worker(rank, world_size, picks):
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ[train.PRECISION_ENV] = picks[rank]        # what "auto" picks here: as computers with and without bf16
+    model, images, tokens = _uint8_batch(16)
+    recorder = _RecordsDtype(model)
+    cfg = train.TrainConfig(steps=2, batch_size=8, warmup_steps=1, precision="auto", device="cpu")
+    train.train(distributed.GatherFeatures(DistributedDataParallel(recorder)), images[rank::2], tokens[rank::2], cfg,
+                progress=False)
+    return recorder.dtypes
+
+
+@pytest.mark.parametrize("picks, expected", [(("bfloat16", "float32"), "torch.float32"),
+                                             (("bfloat16", "bfloat16"), "torch.bfloat16")], ids=["mixed", "both bf16"])
+def test_auto_precision_is_agreed_by_every_process(picks, expected):
+    """precision='auto' picks bfloat16 only where native: two such computers in one DDP run would gather features
+    of two dtypes (a gloo abort before the gather checked it). Every process now runs bfloat16 only if all pick it."""
+    dtypes = distributed.launch(_auto_precision_worker, world_size=2, args=(picks,), timeout=300)
+    assert dtypes == [[expected] * 2, [expected] * 2]
