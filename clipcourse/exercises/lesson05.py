@@ -67,6 +67,18 @@ def reference_effective_negatives(sims: torch.Tensor | None = None, tau: float =
     return _entropy(torch.softmax(sims / tau, dim=-1)).exp()
 
 
+def _fitted_tau(a: torch.Tensor, s: torch.Tensor) -> float | None:
+    """The τ whose effective numbers of s are `a`, if one τ fits every row (exp(H) grows with τ); else None."""
+    lo, hi = math.log(1e-4), math.log(1e4)
+    for _ in range(80):                                 # bisection on log τ, matching the mean over the rows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if reference_effective_negatives(s, math.exp(mid)).mean() < a.mean() else (lo, mid)
+    tau = math.exp((lo + hi) / 2)
+    if not 1e-3 < tau < 1e3:                            # all ones or all B: a one-hot or a flat row, said below
+        return None
+    return tau if torch.allclose(a, reference_effective_negatives(s, tau), rtol=1e-3, atol=1e-6) else None
+
+
 def check_effective_negatives(answer) -> Feedback:
     """Exercise 1: the effective number of negatives exp(H) of every row of the batch at τ = 0.1."""
     if answer is None:
@@ -100,6 +112,10 @@ def check_effective_negatives(answer) -> Feedback:
     if _close(a, _entropy(torch.softmax(s / TAU_EFFECTIVE, dim=0).T).exp()):
         return wrong("you normalised the columns (dim=0): that is the text→image direction.",
                      "For each image (row), take the softmax over the captions: dim=-1.")
+    if _close(a, _entropy(torch.softmax(s / TAU_EFFECTIVE, dim=0)).exp()):
+        return wrong("the softmax normalised the columns (dim=0), but the entropy sums each row: every row's "
+                     "'probabilities' no longer add up to 1.",
+                     "Take the softmax over the captions of each row: dim=-1, as the entropy's sum.")
     if _close(a, want - 1):
         return wrong("exp(H) - 1: you took the positive away. The lesson's effective number counts every caption "
                      "the row's probability spreads over, the positive included.", "answer = H.exp(), no '- 1'.")
@@ -112,6 +128,15 @@ def check_effective_negatives(answer) -> Feedback:
     if _close(a, 1 / (p ** 2).sum(dim=-1)):
         return wrong("that is 1 / Σ p², another 'effective number' (the inverse participation ratio); this "
                      "exercise uses exp(entropy).", "H = -(p * p.log()).sum(-1); answer = H.exp().")
+    fitted = _fitted_tau(a, s)
+    if fitted is not None:
+        if math.isclose(fitted, TAU_EFFECTIVE ** 2, rel_tol=1e-2):
+            return wrong(f"these are the effective numbers at τ = {TAU_EFFECTIVE ** 2:g} = τ²: the similarities "
+                         "were divided by τ twice (sims /= tau_ex, then softmax(sims / tau_ex)).",
+                         "Divide by τ once: p = torch.softmax(sims / tau_ex, dim=-1).")
+        return wrong(f"these are the effective numbers at τ ≈ {fitted:.3g}, not at τ = {TAU_EFFECTIVE}.",
+                     f"Use tau_ex = exercises.lesson05.TAU_EFFECTIVE = {TAU_EFFECTIVE}: "
+                     "softmax(sims / tau_ex, dim=-1).")
     # symptoms: what the numbers look like when no formula matched
     if _close(a.sort().values, want.sort().values):
         return wrong("the right numbers in the wrong order: one per row, row 0 first.",
@@ -201,6 +226,18 @@ def check_gradient_weights(answer) -> Feedback:
     if not a.any():
         return wrong("not the expected gradient: every entry is 0, as if the loss did not depend on the similarities.",
                      "ℓ = -log softmax(s[0] / τ)[0]; its gradient is (softmax(s[0] / τ) - one_hot(0)) / τ.")
+    twice = reference_gradient(s / TAU_EFFECTIVE)              # exercise 1's sims / tau_ex left in `sims`: tiny
+    if torch.allclose(a, twice, rtol=1e-3, atol=1e-6 * twice.abs().max().item()):
+        return wrong("your formula is right, but `sims` is not the exercise's batch any more: it was divided by "
+                     f"τ = {TAU_EFFECTIVE} in exercise 1 (sims = sims / tau_ex, or sims /= tau_ex), so here it is "
+                     "divided twice and the softmax is one-hot.",
+                     "Reload it: sims = exercises.lesson05.exercise_similarities(); in exercise 1, put sims / tau_ex "
+                     "in a new name (logits = sims / tau_ex).")
+    if a.abs().max() < 1e-3 * want.abs().max():                # the ratio test below would pass on atol alone
+        return wrong(f"every entry is almost 0 (largest {a.abs().max().item():.3g}): the softmax of row 0 is "
+                     "one-hot, as when the similarities are divided by τ more than once, or by a far smaller τ.",
+                     f"P_0j = softmax(sims[0] / τ) with τ = {TAU_GRADIENT} and sims = "
+                     "exercises.lesson05.exercise_similarities(); the gradient is (P_0j - [j = 0]) / τ.")
     ratio = (a / want).mean().item()
     if _close(a, want * ratio):
         for k, message, hint in (

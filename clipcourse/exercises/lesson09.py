@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,30 @@ def _gradient(out, img_in, txt_in, img, txt, tau, bias) -> Feedback | None:
     return gradient_differs(grads, ref_grads, (img, txt))
 
 
+def _foreign_size(err: Exception, n: int, dim: int) -> Feedback | None:
+    """A size mismatch with a size the features do not have: labels or B made outside the function."""
+    sizes = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(err))
+    if sizes is None or set(map(int, sizes.groups())) <= {n, dim}:
+        return None
+    return wrong(f"your function raised {type(err).__name__}: {str(err).splitlines()[0]} — but the features it was "
+                 f"given are ({n}, {dim}): a tensor inside it was made for another batch (the lesson's labels, or "
+                 "torch.eye(B) with its B = 8?).",
+                 "Build the labels from the arguments: B = len(image_features); labels = 2 * torch.eye(B) - 1.")
+
+
+def _fixed_divisor(fn, value: float, img, txt, tau: float, bias: float) -> float | None:
+    """The number the learner divides SigLIP's sum by, if it is the same on two batch sizes (else None)."""
+    img2, txt2 = _features(9, 12, seed=1)
+    other = _value(fn, img2, txt2, 0.05, -6.0)
+    if other is None or value <= 0 or other <= 0:
+        return None
+    first = siglip_loss(img, txt, tau, bias).item() * len(img) / value         # the sum over the learner's value
+    second = siglip_loss(img2, txt2, 0.05, -6.0).item() * len(img2) / other
+    if close(first, second, 1e-4) and abs(first - round(first)) < 1e-3 and round(first) != len(img):
+        return float(round(first))
+    return None
+
+
 def check_siglip_loss(fn) -> Feedback:
     """The learner's my_siglip_loss(image_features, text_features, temperature, bias) against siglip_loss."""
     first = check_function(fn, "the body of my_siglip_loss (it still returns None)",
@@ -119,7 +144,8 @@ def check_siglip_loss(fn) -> Feedback:
     img_in, txt_in = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
     out, err = call(fn, img_in, txt_in, tau, bias)
     if err is not None:
-        return explain_exception(err)
+        foreign = _foreign_size(err, *img.shape)      # (`is None`, not `or`: a Feedback that says wrong is falsy)
+        return explain_exception(err) if foreign is None else foreign
     if out is None:
         return not_attempted("the body of my_siglip_loss (it still returns None)")
     if not isinstance(out, torch.Tensor):
@@ -149,6 +175,11 @@ def check_siglip_loss(fn) -> Feedback:
             return wrong(message, hint)
     if value < 0:
         return wrong(f"a negative loss ({value:.4g}): -log σ(·) is never negative.", "Check the minus signs.")
+    divisor = _fixed_divisor(fn, value, img, txt, tau, bias)
+    if divisor is not None:
+        return wrong(f"your loss is SigLIP's sum divided by {divisor:g} on a batch of {len(img)} and on a batch of 9 "
+                     f"alike: a number fixed in your code (the lesson's B = 8?), not the batch size of the call.",
+                     "Take B from the features inside the function: B = len(image_features).")
     return wrong(f"your loss is {value:.4f}; SigLIP's is {want:.4f} on the same batch.",
                  "logits = sims / temperature + bias; labels = 2 * torch.eye(B) - 1; "
                  "loss = -F.logsigmoid(labels * logits).sum() / B.")
