@@ -437,17 +437,20 @@ def _check_loss(loss: str, model: nn.Module) -> None:
                          "bias added to every logit): train it with TrainConfig(loss='siglip')")
 
 
+def _ddp_modules(model: nn.Module) -> list[nn.Module]:
+    """The DistributedDataParallel wrappers in `model` (lesson 10): none when it trains in one process."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return [m for m in model.modules() if isinstance(m, DistributedDataParallel)]
+
+
 def _check_ddp_device(model: nn.Module, device: torch.device, requested: str | torch.device) -> None:
     """Refuse a DistributedDataParallel model that lives on another device than the run (lesson 10).
 
     DDP ties its gradient buckets to the parameters it was built on; moved afterwards, it averages
     nothing and training goes on with wrong gradients, silently. So move first, then wrap.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
-    for module in model.modules():
-        if not isinstance(module, DistributedDataParallel):
-            continue
+    for module in _ddp_modules(model):
         on = next(module.parameters()).device
         if on.type != device.type or (device.index is not None and on.index != device.index):
             raise ValueError(f"the model is wrapped in DistributedDataParallel on {on}, but the run's device "
@@ -459,10 +462,8 @@ def _check_ddp_device(model: nn.Module, device: torch.device, requested: str | t
 def _agree_on_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> torch.dtype:
     """precision='auto' under DDP: bfloat16 only where every process picked it (lesson 10). Computers with and
     without native bfloat16 would otherwise gather features of two dtypes into one batch."""
-    from torch.nn.parallel import DistributedDataParallel
-
     dist = torch.distributed
-    if not any(isinstance(m, DistributedDataParallel) for m in model.modules()):   # DDP: every process trains
+    if not _ddp_modules(model):                             # under DDP every process trains, so all join below
         return dtype
     flag = torch.tensor([int(dtype == torch.bfloat16)], device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)             # 1 only if every process chose bfloat16

@@ -123,6 +123,12 @@ def batch_sizes(err: Exception) -> tuple[int, int] | None:
     return None if m is None else (int(m.group(1)), int(m.group(2)))
 
 
+def broadcast_sizes(err: Exception) -> tuple[int, int] | None:
+    """(a, b) from torch's "The size of tensor a (a) must match the size of tensor b (b)", else None."""
+    m = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(err))
+    return None if m is None else (int(m.group(1)), int(m.group(2)))
+
+
 def matmul_shapes(err: Exception) -> tuple[int, int, int, int] | None:
     """(a, b, c, d) from torch's "mat1 and mat2 shapes cannot be multiplied (axb and cxd)", else None."""
     m = re.search(r"\((\d+)x(\d+) and (\d+)x(\d+)\)", str(err))

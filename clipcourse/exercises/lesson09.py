@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 
 from ..loss import siglip_loss
 from . import Feedback, check_function, correct, not_attempted, wrong
-from ._symptoms import call, close, explain_exception, gradient_differs, not_finite, number
+from ._symptoms import broadcast_sizes, call, close, explain_exception, gradient_differs, not_finite, number
 
 BATCH = 32          # the batch size of the bias-start exercise
 
@@ -111,8 +110,8 @@ def _gradient(out, img_in, txt_in, img, txt, tau, bias) -> Feedback | None:
 
 def _foreign_size(err: Exception, n: int, dim: int) -> Feedback | None:
     """A size mismatch with a size the features do not have: labels or B made outside the function."""
-    sizes = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(err))
-    if sizes is None or set(map(int, sizes.groups())) <= {n, dim}:
+    sizes = broadcast_sizes(err)
+    if sizes is None or set(sizes) <= {n, dim}:
         return None
     return wrong(f"your function raised {type(err).__name__}: {str(err).splitlines()[0]} — but the features it was "
                  f"given are ({n}, {dim}): a tensor inside it was made for another batch (the lesson's labels, or "
